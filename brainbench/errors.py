@@ -1,0 +1,29 @@
+"""Errors that tell the user which file is wrong and how to fix it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class BrainbenchError(Exception):
+    """Base class: every message names the offending input and the fix."""
+
+
+class MissingFileError(BrainbenchError, FileNotFoundError):
+    """A required raw or prepared file does not exist."""
+
+    def __init__(self, path: str | Path, fix: str) -> None:
+        super().__init__(f"missing file: {path}\n  fix: {fix}")
+        self.path = Path(path)
+
+
+class DataFormatError(BrainbenchError, ValueError):
+    """A file exists but its content is not what the format promises (NaN betas, corrupt shard, ...)."""
+
+    def __init__(self, path: str | Path, problem: str, fix: str) -> None:
+        super().__init__(f"{path}: {problem}\n  fix: {fix}")
+        self.path = Path(path)
+
+
+class ConfigError(BrainbenchError, ValueError):
+    """A user-supplied option is invalid (unknown subject, unknown method, mismatched checkpoint, ...)."""
