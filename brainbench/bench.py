@@ -1,0 +1,228 @@
+"""``brainbench bench``: train one method on one subject, evaluate it, append a leaderboard row.
+
+The flow is DESIGN.md's, one direction: raw data (the embedded world, generated on demand, or a real copy
+under ``--data-root``) -> dataset adapter -> shards -> :class:`FMRIDataModule` -> method -> predictions on
+the test split -> :func:`brainbench.eval.evaluator.evaluate` -> ``leaderboards/<dataset>/retrieval.csv``.
+Every step that is already done (world, prepared shards, feature cache) is reused, so a second run only
+trains and evaluates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.loggers import CSVLogger
+
+from brainbench.data.datamodule import FMRIDataModule
+from brainbench.data.manifest import Manifest
+from brainbench.data.sources.nsd import prepare_nsd
+from brainbench.errors import ConfigError
+from brainbench.eval.evaluator import EvalResult, evaluate
+from brainbench.leaderboard.store import RunRecord, append_row, new_run_id
+from brainbench.methods import build_method, load_method_config
+from brainbench.methods.base import DecoderModule
+from brainbench.world.build import generate_world
+from brainbench.world.config import get_world_config
+
+DATASETS = ("world-nsd", "nsd")
+
+
+def default_home() -> Path:
+    """Where worlds, prepared shards and feature caches go: ``$BRAINBENCH_HOME`` or ``~/.cache/brainbench``."""
+    return Path(os.environ.get("BRAINBENCH_HOME", Path.home() / ".cache" / "brainbench"))
+
+
+@dataclass
+class BenchRequest:
+    """One ``brainbench bench`` run.
+
+    Attributes:
+        method: method id (``brainbench list``), e.g. ``litemind``.
+        subject: 1-based subject number.
+        dataset: ``world-nsd`` (the embedded world, default) or ``nsd`` (a real copy under ``data_root``).
+        config: a config name of the method (``world``, ``nsd``) or a path to a YAML file;
+            default: ``world`` for world datasets, else the dataset name.
+        data_root: root of a real dataset copy (required for ``nsd``).
+        world_preset: size of the embedded world (``small``; ``tiny`` for tests).
+        backbone: overrides the config's backbone id.
+        seed: global seed (data order, initialisation).
+        home: cache folder for worlds, shards and features (:func:`default_home`).
+        leaderboards: folder of the leaderboard CSVs.
+        runs: folder of run outputs (logs, checkpoints, the trained decoder, result.json).
+        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
+        devices: Lightning devices.
+        num_workers: DataLoader workers.
+        progress: progress bars and messages.
+    """
+
+    method: str
+    subject: int = 1
+    dataset: str = "world-nsd"
+    config: str | None = None
+    data_root: Path | None = None
+    world_preset: str = "small"
+    backbone: str | None = None
+    seed: int = 0
+    home: Path = field(default_factory=default_home)
+    leaderboards: Path = Path("leaderboards")
+    runs: Path = Path("runs")
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_workers: int = 0
+    progress: bool = True
+
+
+def _say(request: BenchRequest, message: str) -> None:
+    if request.progress:
+        print(f"[brainbench] {message}", flush=True)
+
+
+def prepare_dataset(request: BenchRequest) -> Path:
+    """Makes sure the prepared shards of ``(dataset, subject)`` exist and returns their folder."""
+    if request.dataset == "world-nsd":
+        world = get_world_config(request.world_preset)
+        raw_root = request.home / "worlds" / f"world-nsd-{world.version}"
+        _say(request, f"world {world.version}, subject {request.subject} -> {raw_root}")
+        generate_world(raw_root, request.world_preset, [request.subject], progress=request.progress)
+        version = world.version
+    elif request.dataset == "nsd":
+        if request.data_root is None:
+            raise ConfigError("dataset nsd needs --data-root pointing at a copy of the NSD bucket layout")
+        raw_root, version = Path(request.data_root), "nsd-2021"
+    else:
+        raise ConfigError(f"unknown dataset {request.dataset!r}; choose one of {', '.join(DATASETS)}")
+    prepared = request.home / "prepared" / f"{request.dataset}-{version}" / f"subj{request.subject:02d}"
+    if not (prepared / "manifest.json").is_file():
+        _say(request, f"preparing {request.dataset} subject {request.subject} -> {prepared}")
+        prepare_nsd(raw_root, request.subject, prepared, dataset=request.dataset, dataset_version=version,
+                    progress=request.progress)
+    return prepared
+
+
+def load_config(request: BenchRequest) -> dict[str, Any]:
+    """The method config named (or pointed at) by the request."""
+    name = request.config or ("world" if request.dataset.startswith("world") else request.dataset)
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        config = yaml.safe_load(path.read_text())
+        config["path"] = str(path)
+        return config
+    return load_method_config(request.method, name)
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def predict_test(trainer: L.Trainer, model: DecoderModule, datamodule: FMRIDataModule) -> dict[str, torch.Tensor]:
+    """Predictions on the test split (repeat-averaged voxels), sorted by ``stim_id``."""
+    batches = trainer.predict(model, dataloaders=datamodule.predict_dataloader())
+    merged = {key: torch.cat([b[key] for b in batches]) for key in batches[0]}
+    order = torch.argsort(merged["stim_id"])
+    return {key: value[order] for key, value in merged.items()}
+
+
+def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
+    """Runs the whole benchmark for one request; returns the leaderboard row and the evaluation."""
+    t_start = time.time()
+    config = load_config(request)
+    prepared = prepare_dataset(request)
+    manifest = Manifest.load(prepared)
+    data_cfg = dict(config.get("data") or {})
+    backbone = request.backbone or data_cfg.pop("backbone")
+    data_cfg.pop("backbone", None)
+    L.seed_everything(request.seed, workers=True, verbose=False)
+    datamodule = FMRIDataModule(prepared, backbone=backbone, num_workers=request.num_workers,
+                                seed=request.seed, **data_cfg)
+    _say(request, f"backbone {backbone}: feature cache")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model: DecoderModule = build_method(config, datamodule.n_voxels, datamodule.target_shapes())
+    run_id = new_run_id()
+    run_dir = request.runs / run_id
+    trainer = L.Trainer(
+        accelerator=request.accelerator, devices=request.devices, default_root_dir=run_dir,
+        logger=CSVLogger(run_dir, name="logs", version=""), enable_progress_bar=request.progress,
+        enable_model_summary=request.progress, num_sanity_val_steps=0, log_every_n_steps=5,
+        deterministic=False, **(config.get("trainer") or {}),
+    )
+    _say(request, f"training {model.method_id} ({model.n_parameters():,} parameters), run {run_id}")
+    t_train = time.time()
+    model.fit(trainer, datamodule)
+    train_seconds = time.time() - t_train
+    predictions = predict_test(trainer, model, datamodule)
+    stim_ids = predictions.pop("stim_id").numpy()
+    assert datamodule.cache is not None
+    targets = datamodule.cache.lookup(stim_ids)
+    pool = min(300, len(stim_ids))
+    result = evaluate(predictions, targets, network=backbone, pool=pool)
+    record = replace(RunRecord.new(
+        method=model.method_id, method_version=model.method_version, dataset=manifest.dataset,
+        dataset_version=manifest.dataset_version, split=f"{manifest.split_name}/test",
+        subject=f"subj{request.subject:02d}", backbone=backbone, seed=request.seed,
+        n_train_samples=datamodule.split_size("train"), n_params=model.n_parameters(),
+        train_seconds=round(train_seconds, 2), peak_memory_mb=round(_peak_memory_mb(), 1),
+    ), run_id=run_id)
+    row = record.to_row(result.values)
+    csv_path = request.leaderboards / manifest.dataset / "retrieval.csv"
+    append_row(csv_path, row)
+    model.save_pretrained(run_dir / "model")
+    (run_dir / "result.json").write_text(json.dumps({
+        "row": row, "chance": result.chance, "config": config,
+        "n_test": int(len(stim_ids)), "total_seconds": round(time.time() - t_start, 1),
+    }, indent=2, default=str))
+    if request.progress:
+        print(format_summary(result, model.method_id, len(stim_ids), csv_path, time.time() - t_start))
+    return row, result
+
+
+def format_summary(result: EvalResult, method: str, n_test: int, csv_path: Path, seconds: float) -> str:
+    """A short table of the headline numbers with their chance levels."""
+    lines = [f"\n{method}: {n_test} test images, {seconds:.0f}s total; row appended to {csv_path}",
+             f"{'metric':<72} {'value':>8} {'chance':>8} {'x chance':>9}"]
+    for key in sorted(result.values):
+        if "top5" in key:
+            continue
+        value, chance = result.values[key], result.chance[key]
+        lines.append(f"{key:<72} {value:8.4f} {chance:8.4f} {value / chance:9.1f}")
+    return "\n".join(lines)
+
+
+def describe(method: str, scale: str) -> dict[str, Any]:
+    """Builds a method at a config's scale without data and reports its size."""
+    config = load_method_config(method, scale)
+    info = scale_shapes(config)
+    model = build_method(config, info["n_voxels"], info["target_shapes"])
+    return {"method": method, "scale": scale, "class": config["model"]["class_path"],
+            "n_voxels": info["n_voxels"], "target_shapes": info["target_shapes"],
+            "n_params": model.n_parameters(), "paper": model.paper, "fidelity": model.fidelity}
+
+
+SCALE_SHAPES: dict[str, dict[str, Any]] = {
+    # NSD subj01 nsdgeneral voxels; ViT-L/14 (openai) all tokens and pooled embedding.
+    "nsd": {"n_voxels": 15724, "target_shapes": {"clip_tokens": (257, 768), "clip_image": (768,)}},
+    # The small world: subject 1's nsdgeneral voxels; world-CLIP tokens and pooled embedding.
+    "world": {"n_voxels": 2520, "target_shapes": {"clip_tokens": (65, 128), "clip_image": (128,)}},
+}
+
+
+def scale_shapes(config: dict[str, Any]) -> dict[str, Any]:
+    """Data-dependent sizes of a config's scale (the ``nsd`` or ``world`` entry of :data:`SCALE_SHAPES`)."""
+    scale = Path(config["path"]).stem
+    if scale not in SCALE_SHAPES:
+        raise ConfigError(f"no reference shapes for scale {scale!r}; known: {sorted(SCALE_SHAPES)}")
+    return SCALE_SHAPES[scale]
+

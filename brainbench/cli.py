@@ -1,0 +1,153 @@
+"""The ``brainbench`` command line: world, prepare, bench, describe, list."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from brainbench.errors import BrainbenchError
+
+EXAMPLES = """examples:
+  brainbench bench --method litemind --subject 1          # embedded world, generated on first use
+  brainbench bench --method ridge --subject 1 --seed 1
+  brainbench bench --method litemind --dataset nsd --data-root /data/nsd --backbone ViT-L-14:openai
+  brainbench prepare nsd --root /data/nsd --subject 1 --out /data/prepared/nsd/subj01
+  brainbench world generate --preset small --subjects 1 2 5 7
+  brainbench describe litemind --scale nsd
+  brainbench list
+"""
+
+
+def _add_world(sub: argparse._SubParsersAction) -> None:
+    world = sub.add_parser("world", help="the embedded world: generate it, train its CLIP, show its card")
+    wsub = world.add_subparsers(dest="world_command", required=True)
+    gen = wsub.add_parser("generate", help="write the world in the NSD raw layout (resumable)")
+    gen.add_argument("--preset", default="small", help="world size: small (default) or tiny")
+    gen.add_argument("--subjects", type=int, nargs="+", default=[1], help="subjects to simulate (1-8)")
+    gen.add_argument("--root", type=Path, default=None,
+                     help="output folder (default: $BRAINBENCH_HOME/worlds/world-nsd-<version>)")
+    train = wsub.add_parser("train-clip", help="train the world CLIP (run once; ~1 h on 2 cores)")
+    train.add_argument("--out", type=Path, required=True, help="output open_clip local-dir folder")
+    train.add_argument("--steps", type=int, default=1000)
+    train.add_argument("--batch-size", type=int, default=256)
+    train.add_argument("--lr", type=float, default=1e-3)
+    wsub.add_parser("info", help="print the shipped world CLIP's card (sha256, held-out accuracy)")
+
+
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    prep = sub.add_parser("prepare", help="raw dataset layout -> webdataset shards + manifest")
+    psub = prep.add_subparsers(dest="dataset", required=True)
+    nsd = psub.add_parser("nsd", help="an NSD copy (the bucket layout) or the world's NSD-layout output")
+    nsd.add_argument("--root", type=Path, required=True, help="folder holding nsddata/, nsddata_betas/, ...")
+    nsd.add_argument("--subject", type=int, required=True, help="1-based subject number")
+    nsd.add_argument("--out", type=Path, required=True, help="prepared output folder")
+    nsd.add_argument("--sessions", type=int, default=None, help="use only the first N sessions")
+    nsd.add_argument("--dataset-name", default="nsd", help="dataset id recorded in the manifest")
+    nsd.add_argument("--overwrite", action="store_true", help="replace an existing prepared folder")
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="train + evaluate one method on one subject, append a leaderboard row",
+                           epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_argument("--method", required=True, help="method id (see `brainbench list`)")
+    bench.add_argument("--subject", type=int, default=1)
+    bench.add_argument("--dataset", default="world-nsd", help="world-nsd (default) or nsd")
+    bench.add_argument("--config", default=None, help="config name (world, nsd) or path to a YAML file")
+    bench.add_argument("--data-root", type=Path, default=None, help="root of a real dataset copy")
+    bench.add_argument("--world-preset", default="small", help="embedded world size (small, tiny)")
+    bench.add_argument("--backbone", default=None, help="override the config's backbone, e.g. ViT-L-14:openai")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--home", type=Path, default=None, help="cache folder (default $BRAINBENCH_HOME)")
+    bench.add_argument("--leaderboards", type=Path, default=Path("leaderboards"))
+    bench.add_argument("--runs", type=Path, default=Path("runs"))
+    bench.add_argument("--accelerator", default="auto")
+    bench.add_argument("--devices", default="1")
+    bench.add_argument("--num-workers", type=int, default=0)
+    bench.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``brainbench`` command."""
+    parser = argparse.ArgumentParser(
+        prog="brainbench", description="Train and compare fMRI-to-vision decoders on the same data.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_world(sub)
+    _add_prepare(sub)
+    _add_bench(sub)
+    desc = sub.add_parser("describe", help="build a method at a scale and print its size")
+    desc.add_argument("method")
+    desc.add_argument("--scale", default="nsd", help="config name: nsd (real scale) or world")
+    sub.add_parser("list", help="methods, their configs, datasets and world presets")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "world":
+        from brainbench.world import clip
+
+        if args.world_command == "generate":
+            from brainbench.bench import default_home
+            from brainbench.world.build import generate_world
+            from brainbench.world.config import get_world_config
+
+            root = args.root or default_home() / "worlds" / f"world-nsd-{get_world_config(args.preset).version}"
+            generate_world(root, args.preset, args.subjects)
+        elif args.world_command == "train-clip":
+            from brainbench.world.train_clip import train_world_clip
+
+            card = train_world_clip(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+            print(json.dumps(card, indent=2))
+        else:
+            print(json.dumps(clip.load_world_clip_card(), indent=2))
+    elif args.command == "prepare":
+        from brainbench.data.sources.nsd import prepare_nsd
+
+        manifest = prepare_nsd(args.root, args.subject, args.out, sessions=args.sessions,
+                               dataset=args.dataset_name, overwrite=args.overwrite)
+        print(f"prepared {manifest.dataset} subject {manifest.subject}: {manifest.n_voxels} voxels, "
+              f"split {manifest.split_name}, " + ", ".join(f"{k} {v['n_samples']}" for k, v in manifest.splits.items()))
+    elif args.command == "bench":
+        from brainbench.bench import BenchRequest, default_home, run_bench
+
+        devices = int(args.devices) if args.devices.isdigit() else args.devices
+        run_bench(BenchRequest(
+            method=args.method, subject=args.subject, dataset=args.dataset, config=args.config,
+            data_root=args.data_root, world_preset=args.world_preset, backbone=args.backbone, seed=args.seed,
+            home=args.home or default_home(), leaderboards=args.leaderboards, runs=args.runs,
+            accelerator=args.accelerator, devices=devices, num_workers=args.num_workers, progress=not args.quiet,
+        ))
+    elif args.command == "describe":
+        from brainbench.bench import describe
+
+        info = describe(args.method, args.scale)
+        print(f"{info['method']} @ {info['scale']}: {info['n_params']:,} parameters "
+              f"({info['n_voxels']} voxels -> {info['target_shapes']})")
+        print(f"  paper:    {info['paper']}\n  fidelity: {info['fidelity']}")
+    elif args.command == "list":
+        from brainbench.bench import DATASETS
+        from brainbench.methods import list_methods, list_scales
+        from brainbench.world.config import WORLD_PRESETS
+
+        for method in list_methods():
+            print(f"method {method:<10} configs: {', '.join(list_scales(method))}")
+        print(f"datasets: {', '.join(DATASETS)}")
+        print(f"world presets: {', '.join(WORLD_PRESETS)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; a :class:`BrainbenchError` prints its message (file + fix) instead of a traceback."""
+    args = build_parser().parse_args(argv)
+    try:
+        _run(args)
+    except BrainbenchError as error:
+        print(f"brainbench: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

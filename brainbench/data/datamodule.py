@@ -1,0 +1,136 @@
+"""One LightningDataModule for every prepared dataset: streams webdataset shards, adds backbone targets.
+
+Batches are dicts: ``voxels`` ``(B, V)`` float32, ``stim_id`` and ``subject`` ``(B,)`` int64, and one
+``(B, *shape)`` float32 tensor per requested target name (``clip_tokens``, ``clip_image``, ``layer:<k>``),
+looked up per batch in the memory-mapped :class:`~brainbench.data.feature_cache.FeatureCache`. Shards are
+split by node and by worker (webdataset ``split_by_node`` / ``split_by_worker``), so the same module serves
+one CPU process, DDP and multi-node runs. Train and validation samples are single trials; test samples are
+the repeat averages.
+
+Lightning contract (as in torchgeo): :meth:`prepare_data` runs once per node and computes the feature cache;
+:meth:`setup` runs on every process and only opens files.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader
+
+from brainbench.backbones.openclip import load_backbone
+from brainbench.data.feature_cache import FeatureCache, cache_dir_for
+from brainbench.data.manifest import Manifest
+from brainbench.data.shards import Sample, decode_sample, shard_handler, verify_checksums
+from brainbench.errors import ConfigError, DataFormatError
+
+
+class FMRIDataModule(L.LightningDataModule):
+    """Streams one prepared subject (a folder holding ``manifest.json``) with backbone targets.
+
+    Args:
+        data_dir: the prepared directory written by ``brainbench prepare``.
+        backbone: backbone id whose features are the targets, e.g. ``world-clip:v1`` or ``ViT-L-14:openai``.
+        targets: feature names to attach to each batch.
+        batch_size: samples per batch (per process).
+        num_workers: DataLoader workers (0 = main process; shards are split across workers).
+        shuffle_buffer: webdataset shuffle buffer for training samples.
+        seed: seed of shard and sample shuffling.
+        verify: check the shards' sha256 against the manifest in :meth:`setup`.
+    """
+
+    def __init__(self, data_dir: Path, backbone: str, targets: Sequence[str] = ("clip_tokens",),
+                 batch_size: int = 128, num_workers: int = 0, shuffle_buffer: int = 2000, seed: int = 0,
+                 verify: bool = True) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.backbone_id = backbone
+        self.target_names = tuple(targets)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.shuffle_buffer = shuffle_buffer
+        self.seed = seed
+        self.verify = verify
+        self.manifest = Manifest.load(self.data_dir)
+        self.cache: FeatureCache | None = None
+
+    @property
+    def n_voxels(self) -> int:
+        return self.manifest.n_voxels
+
+    def prepare_data(self) -> None:
+        """Computes the feature cache of the backbone for this dataset's stimuli (once; reused after)."""
+        store = self.manifest.stimulus_store
+        FeatureCache.build(self.data_dir, self.data_dir / store["path"], store["sha256"],
+                           load_backbone(self.backbone_id), names=self.target_names)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Opens the feature cache (and verifies shard checksums once)."""
+        if self.cache is None:
+            if self.verify:
+                verify_checksums(self.data_dir, self.manifest)
+            self.cache = FeatureCache(cache_dir_for(self.data_dir, self.backbone_id), self.target_names)
+
+    def target_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-sample shape of every target, e.g. ``{"clip_tokens": (65, 128)}``."""
+        self.setup()
+        assert self.cache is not None
+        return {name: self.cache.shape(name) for name in self.target_names}
+
+    def split_size(self, split: str) -> int:
+        """Number of samples in ``split`` (all processes together)."""
+        return int(self.manifest.splits[split]["n_samples"])
+
+    def _item(self, sample: Sample) -> dict[str, Any]:
+        voxels = sample.voxels.astype(np.float32)
+        if not np.isfinite(voxels).all():
+            raise DataFormatError(self.data_dir, f"sample {sample.key} has non-finite voxels",
+                                  "re-run `brainbench prepare` on clean raw data")
+        return {"voxels": torch.from_numpy(voxels), "stim_id": sample.stim_id, "subject": sample.subject}
+
+    def _collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        assert self.cache is not None
+        stim_ids = torch.tensor([it["stim_id"] for it in items], dtype=torch.int64)
+        batch = {
+            "voxels": torch.stack([it["voxels"] for it in items]),
+            "stim_id": stim_ids,
+            "subject": torch.tensor([it["subject"] for it in items], dtype=torch.int64),
+        }
+        batch.update(self.cache.lookup(stim_ids.numpy()))
+        return batch
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        if self.manifest.splits.get(split, {}).get("n_samples", 0) == 0:
+            raise ConfigError(f"{self.data_dir} has no {split!r} samples (splits: {list(self.manifest.splits)})")
+        urls = [str(p) for p in self.manifest.shard_paths(split, self.data_dir)]
+        stages: list[Any] = [wds.SimpleShardList(urls)]
+        if shuffle:
+            stages.append(wds.shuffle(len(urls), rng=random.Random(self.seed)))
+        stages += [wds.split_by_node, wds.split_by_worker, wds.tarfile_to_samples(handler=shard_handler)]
+        if shuffle:
+            stages.append(wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer,
+                                      rng=random.Random(self.seed + 1)))
+        stages += [wds.map(decode_sample), wds.map(self._item)]
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        pipeline = wds.DataPipeline(*stages).with_length(self.split_size(split) // world_size)
+        return DataLoader(pipeline, batch_size=self.batch_size, num_workers=self.num_workers,
+                          collate_fn=self._collate, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,106 @@
+"""Backbone features of every stimulus in a prepared dataset, computed once and memory-mapped.
+
+A cache lives in ``<prepared dir>/features/<backbone id>/``: one ``<name>.npy`` per feature (float16, rows in
+``stim_ids.npy`` order) plus ``cache.json`` recording the backbone id and the sha256 of the stimulus store it
+was computed from. A cache whose store checksum no longer matches is rebuilt, never silently reused.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from brainbench.backbones.openclip import ImageBackbone
+from brainbench.data.stimulus_store import StimulusStore
+from brainbench.errors import ConfigError, DataFormatError
+
+
+def _file_name(feature: str) -> str:
+    return feature.replace(":", "_") + ".npy"
+
+
+def cache_dir_for(prepared_dir: Path, backbone_id: str) -> Path:
+    """Where the features of ``backbone_id`` for a prepared dataset live."""
+    return prepared_dir / "features" / re.sub(r"[^A-Za-z0-9._-]+", "_", backbone_id)
+
+
+class FeatureCache:
+    """Read side: ``lookup(stim_ids)`` returns ``{name: float32 tensor}`` rows for those stimuli."""
+
+    def __init__(self, directory: Path, names: Sequence[str]) -> None:
+        record_path = directory / "cache.json"
+        if not record_path.is_file():
+            raise DataFormatError(directory, "no feature cache here", "call FeatureCache.build first")
+        self.record = json.loads(record_path.read_text())
+        missing = [n for n in names if n not in self.record["names"]]
+        if missing:
+            raise ConfigError(f"feature cache {directory} has {self.record['names']}, not {missing}")
+        self.directory = directory
+        self.names = tuple(names)
+        self.stim_ids = np.load(directory / "stim_ids.npy", allow_pickle=False)
+        self.arrays = {n: np.load(directory / _file_name(n), mmap_mode="r", allow_pickle=False) for n in names}
+
+    @property
+    def backbone_id(self) -> str:
+        return self.record["backbone"]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """Per-stimulus shape of feature ``name``."""
+        return tuple(self.arrays[name].shape[1:])
+
+    def rows(self, stim_ids: np.ndarray) -> np.ndarray:
+        """Row index of each stim id (raises on ids the cache does not hold)."""
+        rows = np.searchsorted(self.stim_ids, stim_ids)
+        rows = np.clip(rows, 0, len(self.stim_ids) - 1)
+        bad = self.stim_ids[rows] != stim_ids
+        if bad.any():
+            raise DataFormatError(self.directory, f"stim ids {np.asarray(stim_ids)[bad][:5]} not in the cache",
+                                  "delete the cache folder so it is rebuilt from the stimulus store")
+        return rows
+
+    def lookup(self, stim_ids: np.ndarray) -> dict[str, torch.Tensor]:
+        """Features of ``stim_ids`` as float32 tensors, by name."""
+        rows = self.rows(np.asarray(stim_ids, dtype=np.int64))
+        return {n: torch.from_numpy(np.asarray(self.arrays[n][rows], dtype=np.float32)) for n in self.names}
+
+    @classmethod
+    def build(cls, prepared_dir: Path, store_path: Path, store_sha256: str, backbone: ImageBackbone,
+              names: Sequence[str] = ("clip_tokens", "clip_image"), batch_size: int = 256,
+              progress: bool = True) -> FeatureCache:
+        """Computes (or reuses) the cache of ``backbone`` for the stimulus store at ``store_path``."""
+        directory = cache_dir_for(prepared_dir, backbone.backbone_id)
+        record_path = directory / "cache.json"
+        if record_path.is_file():
+            record = json.loads(record_path.read_text())
+            if record.get("store_sha256") == store_sha256 and set(names) <= set(record["names"]):
+                return cls(directory, names)
+        store = StimulusStore(store_path)
+        stim_ids = np.asarray(store.stim_ids, dtype=np.int64)
+        layers = tuple(int(n.split(":")[1]) for n in names if n.startswith("layer:"))
+        chunks: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        for start in tqdm(range(0, len(stim_ids), batch_size), desc=f"features {backbone.backbone_id}",
+                          disable=not progress, unit="batch"):
+            images = torch.from_numpy(store.images(stim_ids[start : start + batch_size]))
+            out = backbone.forward_features(images, layers=layers)
+            for n in names:
+                chunks[n].append(out[n].to(torch.float16).numpy())
+        tmp = directory.with_name(directory.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        np.save(tmp / "stim_ids.npy", stim_ids)
+        for n in names:
+            np.save(tmp / _file_name(n), np.concatenate(chunks[n]))
+        (tmp / "cache.json").write_text(json.dumps({
+            "backbone": backbone.backbone_id, "store_sha256": store_sha256, "names": list(names),
+            "n_stimuli": int(len(stim_ids)), "dtype": "float16",
+        }, indent=2))
+        shutil.rmtree(directory, ignore_errors=True)
+        tmp.rename(directory)
+        return cls(directory, names)

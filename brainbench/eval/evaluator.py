@@ -1,0 +1,158 @@
+"""One evaluator for every method: named predictions in, spec-keyed numbers out.
+
+:func:`evaluate` reads prediction *names*, never methods (``/work/shared/DESIGN.md``, "Predictions").
+For every name present in both ``predictions`` and ``targets`` (e.g. ``clip_image`` ``(N, D)``,
+``clip_tokens`` ``(N, T, D)``) it computes, in the embedding space ``network``:
+
+- retrieval (``brainbench.eval.retrieval``), both directions × both pooled variants × top-1/top-5 in the pool,
+  plus full-set top-1 in both directions;
+- exhaustive 2-way identification (``brainbench.eval.identification``).
+
+Metric id naming (grammar ``<metric>[/<network>]@v<N>``, see ``brainbench.eval.specs``)::
+
+    retrieval_<dir>_top<k>_<variant><pool>/<network>.<prediction>@v<N>
+    retrieval_<dir>_top1_full/<network>.<prediction>@v<N>
+    identification_2way/<network>.<prediction>@v<N>
+
+    <dir>     b2i = brain2image (given a brain prediction, rank the images)
+              i2b = image2brain (given an image, rank the brain predictions)
+    <variant> subset = MindEye shared subsets, perquery = Lite-Mind per-query distractors
+    <pool>    the pool size actually used (300, or the explicit smaller pool for small test sets)
+
+e.g. ``retrieval_b2i_top1_subset300/world-clip-v1.clip_tokens@v1``. The network part is
+``<network>.<prediction name>``: prediction names contain no ``.``, so ``rsplit(".", 1)`` recovers both.
+Top-5 columns are produced only when ``pool > 5``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from brainbench.errors import ConfigError
+from brainbench.eval.identification import IDENTIFICATION_CHANCE, identification_spec, two_way_identification
+from brainbench.eval.retrieval import (
+    DIRECTIONS,
+    Variant,
+    full_set_accuracy,
+    per_query_accuracy,
+    retrieval_chance,
+    retrieval_spec,
+    shared_subset_accuracy,
+)
+from brainbench.eval.similarity import cosine_similarity_matrix
+from brainbench.eval.specs import MetricSpec
+
+POOLED_VARIANTS: tuple[Variant, ...] = ("shared-subset", "per-query")
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Numbers of one evaluation, keyed by metric spec id.
+
+    Attributes:
+        values: spec id → value.
+        specs: spec id → :class:`MetricSpec` (parameters, direction of improvement, description).
+        chance: spec id → chance level (``top_k / pool`` for pooled retrieval, ``1 / N`` for full-set top-1,
+            0.5 for 2-way identification), so reports can state "× chance".
+    """
+
+    values: dict[str, float] = field(default_factory=dict)
+    specs: dict[str, MetricSpec] = field(default_factory=dict)
+    chance: dict[str, float] = field(default_factory=dict)
+
+    def times_chance(self, metric_id: str) -> float:
+        """``values[metric_id] / chance[metric_id]``."""
+        return self.values[metric_id] / self.chance[metric_id]
+
+    def _add(self, spec: MetricSpec, value: float, chance: float) -> None:
+        self.values[spec.id], self.specs[spec.id], self.chance[spec.id] = float(value), spec, float(chance)
+
+
+def evaluate(
+    predictions: Mapping[str, Tensor],
+    targets: Mapping[str, Tensor],
+    network: str,
+    *,
+    pool: int = 300,
+    draws: int = 30,
+    seed: int = 42,
+    block_size: int = 1024,
+) -> EvalResult:
+    """Score every prediction that has a target, in the embedding space ``network``.
+
+    Args:
+        predictions: name → ``(N, ...)`` brain-predicted tensor.
+        targets: name → ``(N, ...)`` target tensor computed by ``network``; row ``i`` is the same stimulus
+            as row ``i`` of the prediction. Names missing from either side are skipped.
+        network: the embedding space, e.g. ``world-clip-v1`` or ``ViT-L-14:openai``.
+        pool: retrieval pool size; never lowered silently: pass ``min(300, N)`` for a small test set.
+        draws: shared subsets / per-query seeds averaged over.
+        seed: base seed of both pooled variants.
+        block_size: rows processed at once.
+
+    Returns:
+        The :class:`EvalResult`; metric ids as in the module docstring.
+
+    Raises:
+        ConfigError: when ``pool`` exceeds N, or a name contains ``.``.
+        ValueError: when a prediction and its target differ in N or feature size.
+    """
+    result = EvalResult()
+    for name in sorted(set(predictions) & set(targets)):
+        if "." in name or "/" in name or "@" in name:
+            raise ConfigError(
+                f"prediction name {name!r} contains '.', '/' or '@'\n  fix: rename the prediction"
+            )
+        pred, target = predictions[name], targets[name]
+        if pred.shape != target.shape:
+            raise ValueError(
+                f"{name}: prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ"
+            )
+        n = int(pred.shape[0])
+        space = f"{network}.{name}"
+        similarity = cosine_similarity_matrix(pred, target, block_size=block_size)
+        for direction in DIRECTIONS:
+            for top_k in (1, 5) if pool > 5 else (1,):
+                for variant in POOLED_VARIANTS:
+                    if variant == "shared-subset":
+                        value = shared_subset_accuracy(
+                            similarity, direction=direction, top_k=top_k, pool=pool, draws=draws, seed=seed
+                        )
+                    else:
+                        value = per_query_accuracy(
+                            similarity,
+                            direction=direction,
+                            top_k=top_k,
+                            pool=pool,
+                            draws=draws,
+                            seed=seed,
+                            block_size=block_size,
+                        )
+                    spec = retrieval_spec(
+                        direction=direction,
+                        variant=variant,
+                        top_k=top_k,
+                        network=space,
+                        pool=pool,
+                        draws=draws,
+                        seed=seed,
+                        n_items=n,
+                    )
+                    result._add(
+                        spec,
+                        float(value),
+                        retrieval_chance(variant=variant, top_k=top_k, pool=pool, n_items=n),
+                    )
+            full = full_set_accuracy(similarity, direction=direction, top_k=1, block_size=block_size)
+            spec = retrieval_spec(direction=direction, variant="full-set", top_k=1, network=space, n_items=n)
+            result._add(
+                spec, float(full), retrieval_chance(variant="full-set", top_k=1, pool=pool, n_items=n)
+            )
+        identification = two_way_identification(pred, target, block_size=block_size)
+        result._add(
+            identification_spec(network=space, n_items=n), float(identification), IDENTIFICATION_CHANCE
+        )
+    return result

@@ -1,0 +1,79 @@
+"""Normalised inner products between two aligned sets of embeddings, computed in row blocks.
+
+Shared by retrieval (cosine similarity, ``brainbench.eval.retrieval``) and 2-way identification (Pearson r,
+``brainbench.eval.identification``). Inputs are ``(N, ...)`` and flattened to ``(N, D)``; float64 inputs are
+computed in float64, everything else (float32, float16, bfloat16) in float32. Memory stays at two input blocks
+plus one ``block_size × N`` output block, never a ``2N × D`` float64 copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from brainbench.errors import BrainbenchError
+
+
+def _flat_pair(rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor, torch.dtype]:
+    if rows.ndim < 1 or cols.ndim < 1 or rows.shape[0] != cols.shape[0] or rows.shape[0] == 0:
+        raise ValueError(
+            f"pred {tuple(rows.shape)} and target {tuple(cols.shape)} must be (N, ...) with the same N >= 1"
+        )
+    rows_flat, cols_flat = rows.reshape(rows.shape[0], -1), cols.reshape(cols.shape[0], -1)
+    if rows_flat.shape[1] != cols_flat.shape[1]:
+        raise ValueError(f"pred {tuple(rows.shape)} and target {tuple(cols.shape)} differ in feature size")
+    for what, x in (("pred", rows_flat), ("target", cols_flat)):
+        if not torch.isfinite(x).all():
+            raise BrainbenchError(f"{what} holds NaN or inf values\n  fix: check the model output / features")
+    dtype = torch.float64 if torch.float64 in (rows.dtype, cols.dtype) else torch.float32
+    return rows_flat, cols_flat, dtype
+
+
+def _unit_rows(block: Tensor, dtype: torch.dtype, centre: bool) -> Tensor:
+    block = block.to(dtype)
+    if centre:
+        block = block - block.mean(dim=1, keepdim=True)
+    return block / block.norm(dim=1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
+
+
+def similarity_blocks(
+    rows: Tensor, cols: Tensor, *, centre: bool = False, block_size: int = 1024
+) -> Iterator[tuple[int, Tensor]]:
+    """Yield row blocks of the normalised inner-product matrix, never holding more than two input blocks.
+
+    ``block[a, j] = <r̂_{start+a}, ĉ_j>`` where ``r̂`` and ``ĉ`` are the flattened rows, centred first when
+    ``centre`` (Pearson r) and scaled to unit L2 norm (cosine). All-zero rows give 0 similarities.
+    Inputs in float64 are computed in float64, everything else in float32.
+
+    Args:
+        rows: ``(N, ...)``.
+        cols: ``(N, ...)``, same flattened feature size as ``rows``.
+        centre: subtract each row's mean first (Pearson correlation instead of cosine).
+        block_size: rows (and columns) processed at once.
+
+    Yields:
+        ``(start, block)`` with ``block`` of shape ``(min(block_size, N - start), N)``.
+    """
+    rows_flat, cols_flat, dtype = _flat_pair(rows, cols)
+    n = rows_flat.shape[0]
+    for r0 in range(0, n, block_size):
+        row_unit = _unit_rows(rows_flat[r0 : r0 + block_size], dtype, centre)
+        out = torch.empty(row_unit.shape[0], n, dtype=dtype)
+        for c0 in range(0, n, block_size):
+            col_unit = _unit_rows(cols_flat[c0 : c0 + block_size], dtype, centre)
+            out[:, c0 : c0 + col_unit.shape[0]] = row_unit @ col_unit.T
+        yield r0, out
+
+
+def cosine_similarity_matrix(brain: Tensor, image: Tensor, *, block_size: int = 1024) -> Tensor:
+    """Return ``S (N, N)`` with ``S[i, j] = cos(brain_i, image_j)``: brain on rows, images on columns.
+
+    Args:
+        brain: ``(N, ...)`` predicted embeddings.
+        image: ``(N, ...)`` target embeddings, row ``i`` the same stimulus as ``brain[i]``.
+        block_size: rows computed at once (memory ~ ``block_size × D`` plus the ``N × N`` result).
+    """
+    blocks = list(similarity_blocks(brain, image, block_size=block_size))
+    return torch.cat([block for _, block in blocks], dim=0)
