@@ -1,0 +1,49 @@
+# brainbench: `make setup`, then `make bench METHOD=litemind SUBJECT=1` and `make test`.
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+METHOD ?= litemind
+SUBJECT ?= 1
+DATASET ?= world-nsd
+DATA_ROOT ?=
+ARGS ?=
+# pip's extra-index warnings on these machines are noise; real errors still fail the pipeline.
+QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: setup bench test test-fast lint format list clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install -q -e ".[dev]" 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -c "import torch, torchvision, brainbench; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	touch $@
+
+bench: setup
+	$(BIN)/brainbench bench --method $(METHOD) --subject $(SUBJECT) --dataset $(DATASET) \
+		$(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(ARGS)
+
+test: setup
+	$(BIN)/pytest
+
+test-fast: setup
+	$(BIN)/pytest -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check brainbench tests benchmarks
+	$(BIN)/ruff format --check brainbench tests benchmarks
+
+format: setup
+	$(BIN)/ruff format brainbench tests benchmarks
+	$(BIN)/ruff check --fix brainbench tests benchmarks
+
+list: setup
+	$(BIN)/brainbench list
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache runs
