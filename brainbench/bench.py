@@ -10,9 +10,11 @@ trains and evaluates.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import resource
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from brainbench.eval.evaluator import EvalResult, evaluate
 from brainbench.leaderboard.store import RunRecord, append_row, new_run_id
 from brainbench.methods import build_method, load_method_config
 from brainbench.methods.base import DecoderModule
-from brainbench.world.build import generate_world
+from brainbench.world.build import generate_world, world_root
 from brainbench.world.config import get_world_config
 
 DATASETS = ("world-nsd", "nsd")
@@ -90,7 +92,7 @@ def prepare_dataset(request: BenchRequest) -> Path:
     """Makes sure the prepared shards of ``(dataset, subject)`` exist and returns their folder."""
     if request.dataset == "world-nsd":
         world = get_world_config(request.world_preset)
-        raw_root = request.home / "worlds" / f"world-nsd-{world.version}"
+        raw_root = world_root(request.home, request.world_preset)
         _say(request, f"world {world.version}, subject {request.subject} -> {raw_root}")
         generate_world(raw_root, request.world_preset, [request.subject], progress=request.progress)
         version = world.version
@@ -135,9 +137,19 @@ def predict_test(trainer: L.Trainer, model: DecoderModule, datamodule: FMRIDataM
     return {key: value[order] for key, value in merged.items()}
 
 
+def _quiet_lightning() -> None:
+    """Silences Lightning's tips and the warnings that are expected for these modules and loaders."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    for message in (r".*`validation_step` but have no `val_dataloader`", r".*configure_optimizers.*returned `None`",
+                    r".*`IterableDataset` has `__len__` defined", r".*with_length\(\) only sets the value",
+                    r".*isinstance\(treespec, LeafSpec\)", r".*smaller than the logging interval"):
+        warnings.filterwarnings("ignore", message=message)
+
+
 def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
     """Runs the whole benchmark for one request; returns the leaderboard row and the evaluation."""
     t_start = time.time()
+    _quiet_lightning()
     config = load_config(request)
     prepared = prepare_dataset(request)
     manifest = Manifest.load(prepared)
@@ -148,7 +160,7 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
     datamodule = FMRIDataModule(prepared, backbone=backbone, num_workers=request.num_workers,
                                 seed=request.seed, **data_cfg)
     _say(request, f"backbone {backbone}: feature cache")
-    datamodule.prepare_data()
+    datamodule.prepare_data(progress=request.progress)
     datamodule.setup("fit")
     model: DecoderModule = build_method(config, datamodule.n_voxels, datamodule.target_shapes())
     run_id = new_run_id()
@@ -184,14 +196,14 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
         "row": row, "chance": result.chance, "config": config,
         "n_test": int(len(stim_ids)), "total_seconds": round(time.time() - t_start, 1),
     }, indent=2, default=str))
-    if request.progress:
-        print(format_summary(result, model.method_id, len(stim_ids), csv_path, time.time() - t_start))
     return row, result
 
 
-def format_summary(result: EvalResult, method: str, n_test: int, csv_path: Path, seconds: float) -> str:
-    """A short table of the headline numbers with their chance levels."""
-    lines = [f"\n{method}: {n_test} test images, {seconds:.0f}s total; row appended to {csv_path}",
+def format_summary(result: EvalResult, row: dict[str, Any], leaderboards: Path) -> str:
+    """A short table of the headline numbers (top-1 and 2-way) with their chance levels."""
+    lines = [f"\n{row['method']} on {row['dataset']} {row['dataset_version']} {row['subject']} "
+             f"({row['split']}): trained in {row['train_seconds']:.0f}s, run {row['run_id']}",
+             f"row appended to {leaderboards / str(row['dataset']) / 'retrieval.csv'}",
              f"{'metric':<72} {'value':>8} {'chance':>8} {'x chance':>9}"]
     for key in sorted(result.values):
         if "top5" in key:

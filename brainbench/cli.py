@@ -34,6 +34,9 @@ def _add_world(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--batch-size", type=int, default=256)
     train.add_argument("--lr", type=float, default=1e-3)
     wsub.add_parser("info", help="print the shipped world CLIP's card (sha256, held-out accuracy)")
+    cal = wsub.add_parser("calibrate", help="reliability, noise ceilings and oracle retrieval of a world subject")
+    cal.add_argument("--preset", default="small")
+    cal.add_argument("--subject", type=int, default=1)
 
 
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
@@ -91,16 +94,24 @@ def _run(args: argparse.Namespace) -> None:
 
         if args.world_command == "generate":
             from brainbench.bench import default_home
-            from brainbench.world.build import generate_world
-            from brainbench.world.config import get_world_config
+            from brainbench.world.build import generate_world, world_root
 
-            root = args.root or default_home() / "worlds" / f"world-nsd-{get_world_config(args.preset).version}"
-            generate_world(root, args.preset, args.subjects)
+            generate_world(args.root or world_root(default_home(), args.preset), args.preset, args.subjects)
         elif args.world_command == "train-clip":
             from brainbench.world.train_clip import train_world_clip
 
             card = train_world_clip(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
             print(json.dumps(card, indent=2))
+        elif args.world_command == "calibrate":
+            from brainbench.bench import BenchRequest, default_home, prepare_dataset
+            from brainbench.world.build import world_root
+            from brainbench.world.calibration import calibration_report
+
+            request = BenchRequest(method="ridge", subject=args.subject, world_preset=args.preset,
+                                   home=default_home())
+            prepared = prepare_dataset(request)
+            report = calibration_report(world_root(default_home(), args.preset), prepared, args.subject)
+            print(json.dumps(report, indent=2))
         else:
             print(json.dumps(clip.load_world_clip_card(), indent=2))
     elif args.command == "prepare":
@@ -111,15 +122,17 @@ def _run(args: argparse.Namespace) -> None:
         print(f"prepared {manifest.dataset} subject {manifest.subject}: {manifest.n_voxels} voxels, "
               f"split {manifest.split_name}, " + ", ".join(f"{k} {v['n_samples']}" for k, v in manifest.splits.items()))
     elif args.command == "bench":
-        from brainbench.bench import BenchRequest, default_home, run_bench
+        from brainbench.bench import BenchRequest, default_home, format_summary, run_bench
 
         devices = int(args.devices) if args.devices.isdigit() else args.devices
-        run_bench(BenchRequest(
+        request = BenchRequest(
             method=args.method, subject=args.subject, dataset=args.dataset, config=args.config,
             data_root=args.data_root, world_preset=args.world_preset, backbone=args.backbone, seed=args.seed,
             home=args.home or default_home(), leaderboards=args.leaderboards, runs=args.runs,
             accelerator=args.accelerator, devices=devices, num_workers=args.num_workers, progress=not args.quiet,
-        ))
+        )
+        row, result = run_bench(request)
+        print(format_summary(result, row, request.leaderboards))
     elif args.command == "describe":
         from brainbench.bench import describe
 

@@ -48,7 +48,7 @@ class ImageBackbone(nn.Module):
         super().__init__()
         if not hasattr(model.visual, "transformer"):
             raise ConfigError(f"{backbone_id}: only ViT image towers expose tokens; got {type(model.visual)}")
-        self.model = model.eval().requires_grad_(False)
+        self.model = model.requires_grad_(False)
         self.backbone_id = backbone_id
         self.tokenizer = tokenizer
         cfg = model.visual.preprocess_cfg
@@ -56,6 +56,11 @@ class ImageBackbone(nn.Module):
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg["std"]).view(1, 3, 1, 1), persistent=False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> ImageBackbone:
+        """A frozen feature extractor stays in eval mode (no dropout), whatever its parent asks."""
+        return super().train(False)
 
     @property
     def info(self) -> BackboneInfo:
@@ -83,6 +88,10 @@ class ImageBackbone(nn.Module):
     def forward_features(self, images: torch.Tensor, layers: tuple[int, ...] = ()) -> dict[str, torch.Tensor]:
         """Image features by name (see the module docstring); ``layers`` are 1-based block indices."""
         visual = self.model.visual
+        n_layers = len(visual.transformer.resblocks)
+        unknown = [k for k in layers if not 1 <= k <= n_layers]
+        if unknown:
+            raise ConfigError(f"{self.backbone_id} has blocks 1..{n_layers}; layer:{unknown[0]} does not exist")
         x = visual._embeds(self.preprocess(images))
         seq_first = not getattr(visual.transformer, "batch_first", True)
         out: dict[str, torch.Tensor] = {}

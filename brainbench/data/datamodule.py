@@ -14,7 +14,7 @@ Lightning contract (as in torchgeo): :meth:`prepare_data` runs once per node and
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +64,14 @@ class FMRIDataModule(L.LightningDataModule):
     def n_voxels(self) -> int:
         return self.manifest.n_voxels
 
-    def prepare_data(self) -> None:
+    def prepare_data(self, progress: bool = True) -> None:
         """Computes the feature cache of the backbone for this dataset's stimuli (once; reused after)."""
         store = self.manifest.stimulus_store
+        if FeatureCache.is_current(cache_dir_for(self.data_dir, self.backbone_id), store["sha256"],
+                                   self.target_names):
+            return  # reused without loading the backbone (whose weights may not even be on this machine)
         FeatureCache.build(self.data_dir, self.data_dir / store["path"], store["sha256"],
-                           load_backbone(self.backbone_id), names=self.target_names)
+                           load_backbone(self.backbone_id), names=self.target_names, progress=progress)
 
     def setup(self, stage: str | None = None) -> None:
         """Opens the feature cache (and verifies shard checksums once)."""
@@ -113,7 +116,8 @@ class FMRIDataModule(L.LightningDataModule):
         stages: list[Any] = [wds.SimpleShardList(urls)]
         if shuffle:
             stages.append(wds.shuffle(len(urls), rng=random.Random(self.seed)))
-        stages += [wds.split_by_node, wds.split_by_worker, wds.tarfile_to_samples(handler=shard_handler)]
+        stages += [wds.split_by_node, wds.split_by_worker, wds.tarfile_to_samples(handler=shard_handler),
+                   self._count_check(split)]
         if shuffle:
             stages.append(wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer,
                                       rng=random.Random(self.seed + 1)))
@@ -122,6 +126,33 @@ class FMRIDataModule(L.LightningDataModule):
         pipeline = wds.DataPipeline(*stages).with_length(self.split_size(split) // world_size)
         return DataLoader(pipeline, batch_size=self.batch_size, num_workers=self.num_workers,
                           collate_fn=self._collate, persistent_workers=self.num_workers > 0)
+
+    def _count_check(self, split: str) -> Callable[[Iterable[dict[str, Any]]], Iterator[dict[str, Any]]]:
+        """A pipeline stage raising when a shard yields another sample count than the manifest lists.
+
+        Python's tarfile stops at the first damaged member header as if the archive ended there, so without
+        this check a corrupt shard silently loses samples when ``verify=False`` (as in ``iter_split``).
+        """
+        paths = self.manifest.shard_paths(split, self.data_dir)
+        shards = self.manifest.splits[split]["shards"]
+        expected = {str(path): int(info["n_samples"]) for path, info in zip(paths, shards, strict=True)}
+
+        def check(url: str | None, count: int) -> None:
+            if url is not None and count != expected.get(url, count):
+                raise DataFormatError(url, f"holds {count} samples, the manifest says {expected[url]}: "
+                                      "truncated or corrupt", "re-run `brainbench prepare ... --overwrite`")
+
+        def stage(samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            url, count = None, 0
+            for sample in samples:
+                if sample.get("__url__") != url:
+                    check(url, count)
+                    url, count = sample.get("__url__"), 0
+                count += 1
+                yield sample
+            check(url, count)
+
+        return stage
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -70,17 +70,28 @@ class FeatureCache:
         rows = self.rows(np.asarray(stim_ids, dtype=np.int64))
         return {n: torch.from_numpy(np.asarray(self.arrays[n][rows], dtype=np.float32)) for n in self.names}
 
+    @staticmethod
+    def is_current(directory: Path, store_sha256: str, names: Sequence[str]) -> bool:
+        """Whether ``directory`` holds ``names`` computed from the stimulus store with ``store_sha256``."""
+        record_path = directory / "cache.json"
+        if not record_path.is_file():
+            return False
+        record = json.loads(record_path.read_text())
+        return record.get("store_sha256") == store_sha256 and set(names) <= set(record["names"])
+
     @classmethod
     def build(cls, prepared_dir: Path, store_path: Path, store_sha256: str, backbone: ImageBackbone,
               names: Sequence[str] = ("clip_tokens", "clip_image"), batch_size: int = 256,
               progress: bool = True) -> FeatureCache:
         """Computes (or reuses) the cache of ``backbone`` for the stimulus store at ``store_path``."""
         directory = cache_dir_for(prepared_dir, backbone.backbone_id)
-        record_path = directory / "cache.json"
-        if record_path.is_file():
-            record = json.loads(record_path.read_text())
-            if record.get("store_sha256") == store_sha256 and set(names) <= set(record["names"]):
-                return cls(directory, names)
+        if cls.is_current(directory, store_sha256, names):
+            return cls(directory, names)
+        requested = tuple(names)
+        if (directory / "cache.json").is_file():  # keep what other methods asked for, so caches never ping-pong
+            record = json.loads((directory / "cache.json").read_text())
+            if record.get("store_sha256") == store_sha256:
+                names = tuple(dict.fromkeys([*record["names"], *names]))
         store = StimulusStore(store_path)
         stim_ids = np.asarray(store.stim_ids, dtype=np.int64)
         layers = tuple(int(n.split(":")[1]) for n in names if n.startswith("layer:"))
@@ -103,4 +114,4 @@ class FeatureCache:
         }, indent=2))
         shutil.rmtree(directory, ignore_errors=True)
         tmp.rename(directory)
-        return cls(directory, names)
+        return cls(directory, requested)

@@ -24,6 +24,7 @@ import io
 import json
 import os
 import tarfile
+import tokenize
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -226,7 +227,7 @@ def write_split(
 def _load_npy(url: str, member: str, data: bytes) -> np.ndarray:
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as exc:
+    except (ValueError, SyntaxError, tokenize.TokenError) as exc:  # numpy tokenizes a damaged header
         raise DataFormatError(
             url, f"member '{member}' is not a plain numeric .npy ({exc})", _prepare_fix()
         ) from exc

@@ -26,6 +26,10 @@ import torch
 from brainbench.methods.base import DecoderModule
 
 
+def _standardise_rows(x: torch.Tensor) -> torch.Tensor:
+    return (x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True, correction=0).clamp_min(1e-12)
+
+
 class RidgeDecoder(DecoderModule):
     """Closed-form ridge decoder onto one backbone target (``clip_tokens`` by default).
 
@@ -57,9 +61,18 @@ class RidgeDecoder(DecoderModule):
         self.register_buffer("weight", torch.zeros(v, n_out))
         self.register_buffer("bias", torch.zeros(n_out))
         self.register_buffer("alpha", torch.tensor(float("nan")))
-        for name, shape in (("xtx", (v, v)), ("xty", (v, n_out)), ("x_sum", (v,)), ("y_sum", (n_out,))):
-            self.register_buffer(name, torch.zeros(shape, dtype=torch.float64), persistent=False)
-        self.register_buffer("count", torch.zeros((), dtype=torch.float64), persistent=False)
+
+    def on_train_epoch_start(self) -> None:
+        """Allocates the sufficient statistics, zeroed, at the start of every training epoch.
+
+        They are float64 and ``X^T X`` alone is 2 GB at NSD scale, so they exist only while fitting, never
+        for ``describe`` or a loaded decoder.
+        """
+        v, n_out = self.weight.shape
+        shapes = {"xtx": (v, v), "xty": (v, n_out), "x_sum": (v,), "y_sum": (n_out,), "count": ()}
+        for name, shape in shapes.items():
+            self.register_buffer(name, torch.zeros(shape, dtype=torch.float64, device=self.weight.device),
+                                 persistent=False)
 
     def forward(self, voxels: torch.Tensor) -> dict[str, torch.Tensor]:
         flat = voxels @ self.weight + self.bias
@@ -109,15 +122,14 @@ class RidgeDecoder(DecoderModule):
         self.alpha.fill_(self.hparams.alphas[k])
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        x = batch["voxels"].double()
-        y = batch[self.target_name].flatten(1).double()
-        y = (y - y.mean(1, keepdim=True)) / y.std(1, keepdim=True).clamp_min(1e-12)
-        for k in range(len(self.hparams.alphas)):
-            weight, bias = self._solution(k)
-            pred = x @ weight + bias
-            pred = (pred - pred.mean(1, keepdim=True)) / pred.std(1, keepdim=True).clamp_min(1e-12)
+        """Scores every alpha in the eigenbasis: ``pred = ((x - m) Q / (lambda + alpha)) P + y_mean``."""
+        x_mean, y_mean = self._means
+        x_rotated = (batch["voxels"].double() - x_mean) @ self._eigvecs
+        y = _standardise_rows(batch[self.target_name].flatten(1).double())
+        for k, alpha in enumerate(self.hparams.alphas):
+            pred = _standardise_rows((x_rotated / (self._eigvals + alpha)) @ self._projected + y_mean)
             self._val_scores[k] += (pred * y).mean(1).sum()
-        self._val_count += len(x)
+        self._val_count += len(x_rotated)
 
     def on_validation_epoch_end(self) -> None:
         scores = self.trainer.strategy.reduce(self._val_scores, reduce_op="sum")
@@ -128,6 +140,11 @@ class RidgeDecoder(DecoderModule):
         self.log("alpha", float(self.hparams.alphas[best]), sync_dist=False)
 
     def fit(self, trainer: L.Trainer, datamodule: L.LightningDataModule, ckpt_path: str | None = None) -> None:
-        """One pass over the training split to accumulate and solve, then one over validation to pick alpha."""
+        """One pass over the training split to accumulate and solve, then one over validation to pick alpha.
+
+        The loaders are passed explicitly (validation must follow the solve, which Lightning's fit would run
+        before ``on_train_epoch_end``), so the datamodule is attached by hand for its rank-aware lengths.
+        """
+        datamodule.trainer = trainer
         trainer.fit(self, train_dataloaders=datamodule.train_dataloader())
         trainer.validate(self, dataloaders=datamodule.val_dataloader(), verbose=False)

@@ -30,6 +30,11 @@ WORLD_BACKBONE = "world-clip:v1"
 WORLD_FILE = "brainbench_world.json"
 
 
+def world_root(home: Path, preset: str) -> Path:
+    """Where ``preset`` lives under a brainbench home folder: ``<home>/worlds/world-nsd-<version>``."""
+    return home / "worlds" / f"world-nsd-{get_world_config(preset).version}"
+
+
 def _check_or_write_world_file(root: Path, config: WorldConfig) -> None:
     path = root / WORLD_FILE
     record = {"dataset": "world-nsd", "version": config.version, "config": asdict(config),

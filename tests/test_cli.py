@@ -1,0 +1,100 @@
+"""The ``brainbench`` command line: listing, and clean exit code 2 with a message on user errors."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from brainbench.cli import build_parser, main
+from brainbench.methods import list_methods
+from brainbench.world.config import WORLD_PRESETS
+
+_spec = importlib.util.spec_from_file_location(
+    "nsd_make_fixture", Path(__file__).parent / "data/nsd/make_fixture.py"
+)
+fx = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fx)
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for method in list_methods():
+        assert f"method {method}" in out
+    assert "configs: nsd, world" in out
+    assert "world-nsd" in out and "nsd" in out
+    assert all(preset in out for preset in WORLD_PRESETS)
+
+
+def test_bench_unknown_method_exits_2_with_a_message(capsys, tmp_path):
+    code = main(
+        [
+            "bench",
+            "--method",
+            "nope",
+            "--home",
+            str(tmp_path / "home"),
+            "--quiet",
+            "--runs",
+            str(tmp_path / "runs"),
+            "--leaderboards",
+            str(tmp_path / "boards"),
+        ]
+    )
+    assert code == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("brainbench: error: unknown method 'nope'; available: ")
+    assert "litemind" in captured.err and "ridge" in captured.err
+    assert "Traceback" not in captured.err
+    assert not (tmp_path / "home").exists()  # failed before generating or preparing anything
+
+
+def test_bench_unknown_config_name(capsys, tmp_path):
+    code = main(["bench", "--method", "ridge", "--config", "huge", "--home", str(tmp_path), "--quiet"])
+    assert code == 2
+    assert "ridge has no 'huge' config; available: nsd, world" in capsys.readouterr().err
+
+
+def test_prepare_on_an_empty_root_names_the_missing_nsd_file(capsys, tmp_path):
+    root = tmp_path / "empty"
+    root.mkdir()
+    out = tmp_path / "out"
+    code = main(["prepare", "nsd", "--root", str(root), "--subject", "1", "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"brainbench: error: missing file: {root / 'nsddata' / 'ppdata'}")
+    assert "does not look like an NSD root" in err and "brainbench world generate" in err
+    assert not out.exists()
+
+
+def test_prepare_the_fixture(capsys, tmp_path):
+    fx.make_fixture(tmp_path / "root")
+    out = tmp_path / "prepared"
+    code = main(["prepare", "nsd", "--root", str(tmp_path / "root"), "--subject", "1", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "prepared nsd subject 1:" in printed and "split shared6@3sess" in printed
+    assert (out / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["bench"],
+        ["prepare", "nsd", "--root", "x", "--subject", "1"],
+        ["world", "generate", "--subjects", "a"],
+    ],
+)
+def test_usage_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    assert "usage: brainbench" in capsys.readouterr().err
+
+
+def test_help_lists_the_commands():
+    text = build_parser().format_help()
+    for command in ("world", "prepare", "bench", "describe", "list"):
+        assert command in text
+    assert "brainbench describe litemind --scale nsd" in text

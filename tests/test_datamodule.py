@@ -1,0 +1,241 @@
+"""FMRIDataModule and FeatureCache on the generated NSD fixture (8x8 images, resized by the backbone).
+
+The prepared directory comes from ``tests/data/nsd/make_fixture.py`` through the real adapter
+(:func:`prepare_nsd`); targets come from the randomly initialised world CLIP (``world-clip:random``).
+"""
+
+import importlib.util
+import os
+import shutil
+import tarfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from brainbench.backbones.openclip import load_backbone
+from brainbench.data import datamodule as datamodule_module
+from brainbench.data.datamodule import FMRIDataModule
+from brainbench.data.feature_cache import FeatureCache, cache_dir_for
+from brainbench.data.shards import iter_split
+from brainbench.data.sources.nsd import prepare_nsd
+from brainbench.data.stimulus_store import StimulusStore
+from brainbench.errors import ConfigError, DataFormatError
+
+_spec = importlib.util.spec_from_file_location(
+    "nsd_make_fixture", Path(__file__).parent / "data/nsd/make_fixture.py"
+)
+fx = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fx)
+
+pytestmark = pytest.mark.filterwarnings(r"ignore:.*with_length\(\) only sets the value:UserWarning")
+
+BACKBONE = "world-clip:random"
+TARGETS = ("clip_tokens", "clip_image")
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nsd") / "root"
+    fx.make_fixture(root)
+    out = tmp_path_factory.mktemp("prepared") / "nsd.subj01"
+    manifest = prepare_nsd(root, 1, out, val_fraction=0.2, samples_per_shard=5, progress=False)
+    torch.manual_seed(0)
+    backbone = load_backbone(BACKBONE)
+    store = manifest.stimulus_store
+    FeatureCache.build(out, out / store["path"], store["sha256"], backbone, names=TARGETS, progress=False)
+    samples = {split: list(iter_split(out, manifest, split)) for split in ("train", "val", "test")}
+    return {"dir": out, "manifest": manifest, "backbone": backbone, "samples": samples}
+
+
+def make_datamodule(directory, **kwargs):
+    options = {"backbone": BACKBONE, "targets": TARGETS, "batch_size": 4, "shuffle_buffer": 8} | kwargs
+    return FMRIDataModule(directory, **options)
+
+
+@pytest.fixture(scope="module")
+def datamodule(prepared):
+    dm = make_datamodule(prepared["dir"])
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def copy_prepared(prepared, tmp_path):
+    target = tmp_path / "prepared"
+    shutil.copytree(prepared["dir"], target)
+    return target
+
+
+def sample_keys(items):
+    return Counter((int(s), v.astype(np.float32).tobytes()) for s, v in items)
+
+
+def loader_items(loader):
+    items = []
+    for batch in loader:
+        items += list(zip(batch["stim_id"].tolist(), batch["voxels"].numpy(), strict=True))
+    return items
+
+
+def test_sizes_and_target_shapes(datamodule, prepared):
+    manifest = prepared["manifest"]
+    assert datamodule.n_voxels == manifest.n_voxels == int((fx._rois()[0] == 1).sum())
+    assert datamodule.target_shapes() == {"clip_tokens": (65, 128), "clip_image": (128,)}
+    assert {s: datamodule.split_size(s) for s in ("train", "val", "test")} == {
+        "train": 14,
+        "val": 4,
+        "test": 6,
+    }
+
+
+def test_batch_keys_shapes_and_dtypes(datamodule):
+    batch = next(iter(datamodule.train_dataloader()))
+    assert set(batch) == {"voxels", "stim_id", "subject", *TARGETS}
+    assert batch["voxels"].shape == (4, datamodule.n_voxels) and batch["voxels"].dtype == torch.float32
+    assert batch["stim_id"].shape == batch["subject"].shape == (4,)
+    assert batch["stim_id"].dtype == batch["subject"].dtype == torch.int64
+    assert (batch["subject"] == 1).all()
+    assert batch["clip_tokens"].shape == (4, 65, 128) and batch["clip_tokens"].dtype == torch.float32
+    assert batch["clip_image"].shape == (4, 128) and batch["clip_image"].dtype == torch.float32
+
+
+def test_targets_are_the_backbone_features_of_the_right_images(datamodule, prepared):
+    batch = next(iter(datamodule.val_dataloader()))
+    manifest, directory = prepared["manifest"], prepared["dir"]
+    with StimulusStore(directory / manifest.stimulus_store["path"]) as store:
+        images = torch.from_numpy(store.images(batch["stim_id"].numpy()))
+    assert images.shape[1:] == (8, 8, 3)  # the fixture's images, resized by the backbone
+    expected = prepared["backbone"].forward_features(images)
+    for name in TARGETS:  # the cache stores float16
+        torch.testing.assert_close(batch[name], expected[name], atol=2e-3, rtol=2e-3)
+
+
+def test_train_covers_every_sample_once_per_epoch(datamodule, prepared):
+    expected = sample_keys((s.stim_id, s.voxels) for s in prepared["samples"]["train"])
+    loader = datamodule.train_dataloader()
+    assert len(loader) == -(-14 // 4)
+    first, second = loader_items(loader), loader_items(loader)
+    assert sample_keys(first) == sample_keys(second) == expected
+    manifest_order = [s.stim_id for s in prepared["samples"]["train"]]
+    assert [s for s, _ in first] != manifest_order  # shuffled
+
+
+def test_val_is_in_manifest_order(datamodule, prepared):
+    items = loader_items(datamodule.val_dataloader())
+    samples = prepared["samples"]["val"]
+    assert [s for s, _ in items] == [s.stim_id for s in samples]
+    for (_, voxels), sample in zip(items, samples, strict=True):
+        np.testing.assert_array_equal(voxels, sample.voxels.astype(np.float32))
+
+
+def test_test_batches_are_the_repeat_averages(datamodule, prepared):
+    items = loader_items(datamodule.test_dataloader())
+    samples = prepared["samples"]["test"]
+    assert sorted(s for s, _ in items) == sorted(fx.SHARED_IDS.tolist())
+    for (stim_id, voxels), sample in zip(items, samples, strict=True):
+        assert stim_id == sample.stim_id and sample.n_repeats == 3
+        np.testing.assert_array_equal(voxels, sample.voxels.astype(np.float32))
+        np.testing.assert_allclose(voxels, sample.repeats.astype(np.float32).mean(0), atol=2e-2, rtol=2e-3)
+    predict = loader_items(datamodule.predict_dataloader())
+    assert [s for s, _ in predict] == [s for s, _ in items]
+
+
+def test_feature_cache_is_reused(prepared, monkeypatch):
+    directory = cache_dir_for(prepared["dir"], BACKBONE)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in directory.iterdir()}
+
+    def no_backbone(backbone_id):
+        raise AssertionError(f"{backbone_id} was loaded although its features are cached")
+
+    monkeypatch.setattr(datamodule_module, "load_backbone", no_backbone)
+    make_datamodule(prepared["dir"]).prepare_data()
+    make_datamodule(prepared["dir"], targets=("clip_image",)).prepare_data()  # a subset is reused too
+    assert {p.name: p.stat().st_mtime_ns for p in directory.iterdir()} == mtimes
+
+
+def test_feature_cache_is_rebuilt_when_the_store_changes(prepared, tmp_path):
+    directory = copy_prepared(prepared, tmp_path)
+    manifest = prepared["manifest"]
+    store = manifest.stimulus_store
+    cache_dir = cache_dir_for(directory, BACKBONE)
+    before = (cache_dir / "clip_image.npy").stat().st_mtime_ns
+    time.sleep(0.01)
+    cache = FeatureCache.build(
+        directory, directory / store["path"], "f" * 64, prepared["backbone"], names=TARGETS, progress=False
+    )
+    assert cache.record["store_sha256"] == "f" * 64
+    assert (cache_dir / "clip_image.npy").stat().st_mtime_ns != before
+    np.testing.assert_array_equal(cache.stim_ids, np.sort(cache.stim_ids))
+    assert not cache_dir.with_name(cache_dir.name + ".tmp").exists()
+
+
+def test_feature_cache_lookup_errors(datamodule):
+    cache = datamodule.cache
+    with pytest.raises(DataFormatError, match=r"stim ids \[39\] not in the cache"):
+        cache.lookup(np.array([int(cache.stim_ids[0]), 39]))
+    with pytest.raises(ConfigError, match=r"has \['clip_tokens', 'clip_image'\], not \['layer:2'\]"):
+        FeatureCache(cache.directory, ["layer:2"])
+
+
+def _flip_bytes(path, offset, n=16):
+    data = bytearray(path.read_bytes())
+    for k in range(offset, offset + n):
+        data[k] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _middle_sample_members(path):
+    """Tar members of the middle sample of a shard (first member first)."""
+    with tarfile.open(path) as tar:
+        members = tar.getmembers()
+    keys = list(dict.fromkeys(m.name.split(".", 1)[0] for m in members))
+    middle = keys[len(keys) // 2]
+    return [m for m in members if m.name.split(".", 1)[0] == middle]
+
+
+def test_corrupt_shard_is_reported_at_setup(prepared, tmp_path):
+    directory = copy_prepared(prepared, tmp_path)
+    shard = directory / "train-000001.tar"
+    _flip_bytes(shard, shard.stat().st_size // 2)
+    dm = make_datamodule(directory)
+    with pytest.raises(DataFormatError, match=r"train-000001\.tar: sha256 mismatch"):
+        dm.setup("fit")
+
+
+@pytest.mark.parametrize("where", ["member header", "npy header", "json payload"])
+def test_corrupt_shard_without_verify_fails_on_read(prepared, tmp_path, where):
+    # A damaged header of a sample's first member makes tarfile end the archive there: without a
+    # per-shard count check the shard silently loses its remaining samples.
+    directory = copy_prepared(prepared, tmp_path)
+    shard = directory / "train-000001.tar"
+    members = {m.name.split(".", 1)[1]: m for m in _middle_sample_members(shard)}
+    offset = {
+        "member header": min(m.offset for m in members.values()) + 20,
+        "npy header": members["voxels.npy"].offset_data + 10,
+        "json payload": members["meta.json"].offset_data + 2,
+    }[where]
+    _flip_bytes(shard, offset)
+    dm = make_datamodule(directory, verify=False)
+    dm.setup("fit")
+    with pytest.raises(DataFormatError, match=r"train-000001\.tar"):
+        loader_items(dm.train_dataloader())
+
+
+def test_missing_cache_is_reported(prepared, tmp_path):
+    directory = copy_prepared(prepared, tmp_path)
+    shutil.rmtree(directory / "features")
+    with pytest.raises(DataFormatError, match=r"no feature cache here(.|\n)*FeatureCache.build"):
+        make_datamodule(directory).setup("fit")
+
+
+def test_paths_in_the_cache_record(prepared):
+    record = FeatureCache(cache_dir_for(prepared["dir"], BACKBONE), TARGETS).record
+    assert record["backbone"] == BACKBONE
+    assert record["store_sha256"] == prepared["manifest"].stimulus_store["sha256"]
+    assert record["dtype"] == "float16" and record["n_stimuli"] == 16
+    assert cache_dir_for(prepared["dir"], "ViT-L-14:/weights/x.pt").name == "ViT-L-14_weights_x.pt"
+    assert os.sep not in cache_dir_for(prepared["dir"], BACKBONE).name
