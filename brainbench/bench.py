@@ -39,7 +39,7 @@ DATASETS = ("world-nsd", "nsd")
 
 
 def default_home() -> Path:
-    """Where worlds, prepared shards and feature caches go: ``$BRAINBENCH_HOME`` or ``~/.cache/brainbench``."""
+    """Where worlds, prepared shards and caches go: ``$BRAINBENCH_HOME`` or ``~/.cache/brainbench``."""
     return Path(os.environ.get("BRAINBENCH_HOME", Path.home() / ".cache" / "brainbench"))
 
 
@@ -105,8 +105,14 @@ def prepare_dataset(request: BenchRequest) -> Path:
     prepared = request.home / "prepared" / f"{request.dataset}-{version}" / f"subj{request.subject:02d}"
     if not (prepared / "manifest.json").is_file():
         _say(request, f"preparing {request.dataset} subject {request.subject} -> {prepared}")
-        prepare_nsd(raw_root, request.subject, prepared, dataset=request.dataset, dataset_version=version,
-                    progress=request.progress)
+        prepare_nsd(
+            raw_root,
+            request.subject,
+            prepared,
+            dataset=request.dataset,
+            dataset_version=version,
+            progress=request.progress,
+        )
     return prepared
 
 
@@ -129,7 +135,9 @@ def _peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def predict_test(trainer: L.Trainer, model: DecoderModule, datamodule: FMRIDataModule) -> dict[str, torch.Tensor]:
+def predict_test(
+    trainer: L.Trainer, model: DecoderModule, datamodule: FMRIDataModule
+) -> dict[str, torch.Tensor]:
     """Predictions on the test split (repeat-averaged voxels), sorted by ``stim_id``."""
     batches = trainer.predict(model, dataloaders=datamodule.predict_dataloader())
     merged = {key: torch.cat([b[key] for b in batches]) for key in batches[0]}
@@ -140,9 +148,14 @@ def predict_test(trainer: L.Trainer, model: DecoderModule, datamodule: FMRIDataM
 def _quiet_lightning() -> None:
     """Silences Lightning's tips and the warnings that are expected for these modules and loaders."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    for message in (r".*`validation_step` but have no `val_dataloader`", r".*configure_optimizers.*returned `None`",
-                    r".*`IterableDataset` has `__len__` defined", r".*with_length\(\) only sets the value",
-                    r".*isinstance\(treespec, LeafSpec\)", r".*smaller than the logging interval"):
+    for message in (
+        r".*`validation_step` but have no `val_dataloader`",
+        r".*configure_optimizers.*returned `None`",
+        r".*`IterableDataset` has `__len__` defined",
+        r".*with_length\(\) only sets the value",
+        r".*isinstance\(treespec, LeafSpec\)",
+        r".*smaller than the logging interval",
+    ):
         warnings.filterwarnings("ignore", message=message)
 
 
@@ -157,8 +170,9 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
     backbone = request.backbone or data_cfg.pop("backbone")
     data_cfg.pop("backbone", None)
     L.seed_everything(request.seed, workers=True, verbose=False)
-    datamodule = FMRIDataModule(prepared, backbone=backbone, num_workers=request.num_workers,
-                                seed=request.seed, **data_cfg)
+    datamodule = FMRIDataModule(
+        prepared, backbone=backbone, num_workers=request.num_workers, seed=request.seed, **data_cfg
+    )
     _say(request, f"backbone {backbone}: feature cache")
     datamodule.prepare_data(progress=request.progress)
     datamodule.setup("fit")
@@ -166,10 +180,16 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
     run_id = new_run_id()
     run_dir = request.runs / run_id
     trainer = L.Trainer(
-        accelerator=request.accelerator, devices=request.devices, default_root_dir=run_dir,
-        logger=CSVLogger(run_dir, name="logs", version=""), enable_progress_bar=request.progress,
-        enable_model_summary=request.progress, num_sanity_val_steps=0, log_every_n_steps=5,
-        deterministic=False, **(config.get("trainer") or {}),
+        accelerator=request.accelerator,
+        devices=request.devices,
+        default_root_dir=run_dir,
+        logger=CSVLogger(run_dir, name="logs", version=""),
+        enable_progress_bar=request.progress,
+        enable_model_summary=request.progress,
+        num_sanity_val_steps=0,
+        log_every_n_steps=5,
+        deterministic=False,
+        **(config.get("trainer") or {}),
     )
     _say(request, f"training {model.method_id} ({model.n_parameters():,} parameters), run {run_id}")
     t_train = time.time()
@@ -181,30 +201,51 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
     targets = datamodule.cache.lookup(stim_ids)
     pool = min(300, len(stim_ids))
     result = evaluate(predictions, targets, network=backbone, pool=pool)
-    record = replace(RunRecord.new(
-        method=model.method_id, method_version=model.method_version, dataset=manifest.dataset,
-        dataset_version=manifest.dataset_version, split=f"{manifest.split_name}/test",
-        subject=f"subj{request.subject:02d}", backbone=backbone, seed=request.seed,
-        n_train_samples=datamodule.split_size("train"), n_params=model.n_parameters(),
-        train_seconds=round(train_seconds, 2), peak_memory_mb=round(_peak_memory_mb(), 1),
-    ), run_id=run_id)
+    record = replace(
+        RunRecord.new(
+            method=model.method_id,
+            method_version=model.method_version,
+            dataset=manifest.dataset,
+            dataset_version=manifest.dataset_version,
+            split=f"{manifest.split_name}/test",
+            subject=f"subj{request.subject:02d}",
+            backbone=backbone,
+            seed=request.seed,
+            n_train_samples=datamodule.split_size("train"),
+            n_params=model.n_parameters(),
+            train_seconds=round(train_seconds, 2),
+            peak_memory_mb=round(_peak_memory_mb(), 1),
+        ),
+        run_id=run_id,
+    )
     row = record.to_row(result.values)
     csv_path = request.leaderboards / manifest.dataset / "retrieval.csv"
     append_row(csv_path, row)
     model.save_pretrained(run_dir / "model")
-    (run_dir / "result.json").write_text(json.dumps({
-        "row": row, "chance": result.chance, "config": config,
-        "n_test": int(len(stim_ids)), "total_seconds": round(time.time() - t_start, 1),
-    }, indent=2, default=str))
+    (run_dir / "result.json").write_text(
+        json.dumps(
+            {
+                "row": row,
+                "chance": result.chance,
+                "config": config,
+                "n_test": int(len(stim_ids)),
+                "total_seconds": round(time.time() - t_start, 1),
+            },
+            indent=2,
+            default=str,
+        )
+    )
     return row, result
 
 
 def format_summary(result: EvalResult, row: dict[str, Any], leaderboards: Path) -> str:
     """A short table of the headline numbers (top-1 and 2-way) with their chance levels."""
-    lines = [f"\n{row['method']} on {row['dataset']} {row['dataset_version']} {row['subject']} "
-             f"({row['split']}): trained in {row['train_seconds']:.0f}s, run {row['run_id']}",
-             f"row appended to {leaderboards / str(row['dataset']) / 'retrieval.csv'}",
-             f"{'metric':<72} {'value':>8} {'chance':>8} {'x chance':>9}"]
+    lines = [
+        f"\n{row['method']} on {row['dataset']} {row['dataset_version']} {row['subject']} "
+        f"({row['split']}): trained in {row['train_seconds']:.0f}s, run {row['run_id']}",
+        f"row appended to {leaderboards / str(row['dataset']) / 'retrieval.csv'}",
+        f"{'metric':<72} {'value':>8} {'chance':>8} {'x chance':>9}",
+    ]
     for key in sorted(result.values):
         if "top5" in key:
             continue
@@ -218,9 +259,16 @@ def describe(method: str, scale: str) -> dict[str, Any]:
     config = load_method_config(method, scale)
     info = scale_shapes(config)
     model = build_method(config, info["n_voxels"], info["target_shapes"])
-    return {"method": method, "scale": scale, "class": config["model"]["class_path"],
-            "n_voxels": info["n_voxels"], "target_shapes": info["target_shapes"],
-            "n_params": model.n_parameters(), "paper": model.paper, "fidelity": model.fidelity}
+    return {
+        "method": method,
+        "scale": scale,
+        "class": config["model"]["class_path"],
+        "n_voxels": info["n_voxels"],
+        "target_shapes": info["target_shapes"],
+        "n_params": model.n_parameters(),
+        "paper": model.paper,
+        "fidelity": model.fidelity,
+    }
 
 
 SCALE_SHAPES: dict[str, dict[str, Any]] = {
@@ -237,4 +285,3 @@ def scale_shapes(config: dict[str, Any]) -> dict[str, Any]:
     if scale not in SCALE_SHAPES:
         raise ConfigError(f"no reference shapes for scale {scale!r}; known: {sorted(SCALE_SHAPES)}")
     return SCALE_SHAPES[scale]
-

@@ -26,15 +26,21 @@ def _add_world(sub: argparse._SubParsersAction) -> None:
     gen = wsub.add_parser("generate", help="write the world in the NSD raw layout (resumable)")
     gen.add_argument("--preset", default="small", help="world size: small (default) or tiny")
     gen.add_argument("--subjects", type=int, nargs="+", default=[1], help="subjects to simulate (1-8)")
-    gen.add_argument("--root", type=Path, default=None,
-                     help="output folder (default: $BRAINBENCH_HOME/worlds/world-nsd-<version>)")
+    gen.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="output folder (default: $BRAINBENCH_HOME/worlds/world-nsd-<version>)",
+    )
     train = wsub.add_parser("train-clip", help="train the world CLIP (run once; ~1 h on 2 cores)")
     train.add_argument("--out", type=Path, required=True, help="output open_clip local-dir folder")
     train.add_argument("--steps", type=int, default=1000)
     train.add_argument("--batch-size", type=int, default=256)
     train.add_argument("--lr", type=float, default=1e-3)
     wsub.add_parser("info", help="print the shipped world CLIP's card (sha256, held-out accuracy)")
-    cal = wsub.add_parser("calibrate", help="reliability, noise ceilings and oracle retrieval of a world subject")
+    cal = wsub.add_parser(
+        "calibrate", help="reliability, noise ceilings and oracle retrieval of a world subject"
+    )
     cal.add_argument("--preset", default="small")
     cal.add_argument("--subject", type=int, default=1)
 
@@ -52,15 +58,21 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-    bench = sub.add_parser("bench", help="train + evaluate one method on one subject, append a leaderboard row",
-                           epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench = sub.add_parser(
+        "bench",
+        help="train + evaluate one method on one subject, append a leaderboard row",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     bench.add_argument("--method", required=True, help="method id (see `brainbench list`)")
     bench.add_argument("--subject", type=int, default=1)
     bench.add_argument("--dataset", default="world-nsd", help="world-nsd (default) or nsd")
     bench.add_argument("--config", default=None, help="config name (world, nsd) or path to a YAML file")
     bench.add_argument("--data-root", type=Path, default=None, help="root of a real dataset copy")
     bench.add_argument("--world-preset", default="small", help="embedded world size (small, tiny)")
-    bench.add_argument("--backbone", default=None, help="override the config's backbone, e.g. ViT-L-14:openai")
+    bench.add_argument(
+        "--backbone", default=None, help="override the config's backbone, e.g. ViT-L-14:openai"
+    )
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--home", type=Path, default=None, help="cache folder (default $BRAINBENCH_HOME)")
     bench.add_argument("--leaderboards", type=Path, default=Path("leaderboards"))
@@ -74,8 +86,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``brainbench`` command."""
     parser = argparse.ArgumentParser(
-        prog="brainbench", description="Train and compare fMRI-to-vision decoders on the same data.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="brainbench",
+        description="Train and compare fMRI-to-vision decoders on the same data.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_world(sub)
@@ -107,8 +121,9 @@ def _run(args: argparse.Namespace) -> None:
             from brainbench.world.build import world_root
             from brainbench.world.calibration import calibration_report
 
-            request = BenchRequest(method="ridge", subject=args.subject, world_preset=args.preset,
-                                   home=default_home())
+            request = BenchRequest(
+                method="ridge", subject=args.subject, world_preset=args.preset, home=default_home()
+            )
             prepared = prepare_dataset(request)
             report = calibration_report(world_root(default_home(), args.preset), prepared, args.subject)
             print(json.dumps(report, indent=2))
@@ -117,19 +132,39 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "prepare":
         from brainbench.data.sources.nsd import prepare_nsd
 
-        manifest = prepare_nsd(args.root, args.subject, args.out, sessions=args.sessions,
-                               dataset=args.dataset_name, overwrite=args.overwrite)
-        print(f"prepared {manifest.dataset} subject {manifest.subject}: {manifest.n_voxels} voxels, "
-              f"split {manifest.split_name}, " + ", ".join(f"{k} {v['n_samples']}" for k, v in manifest.splits.items()))
+        manifest = prepare_nsd(
+            args.root,
+            args.subject,
+            args.out,
+            sessions=args.sessions,
+            dataset=args.dataset_name,
+            overwrite=args.overwrite,
+        )
+        print(
+            f"prepared {manifest.dataset} subject {manifest.subject}: {manifest.n_voxels} voxels, "
+            f"split {manifest.split_name}, "
+            + ", ".join(f"{k} {v['n_samples']}" for k, v in manifest.splits.items())
+        )
     elif args.command == "bench":
         from brainbench.bench import BenchRequest, default_home, format_summary, run_bench
 
         devices = int(args.devices) if args.devices.isdigit() else args.devices
         request = BenchRequest(
-            method=args.method, subject=args.subject, dataset=args.dataset, config=args.config,
-            data_root=args.data_root, world_preset=args.world_preset, backbone=args.backbone, seed=args.seed,
-            home=args.home or default_home(), leaderboards=args.leaderboards, runs=args.runs,
-            accelerator=args.accelerator, devices=devices, num_workers=args.num_workers, progress=not args.quiet,
+            method=args.method,
+            subject=args.subject,
+            dataset=args.dataset,
+            config=args.config,
+            data_root=args.data_root,
+            world_preset=args.world_preset,
+            backbone=args.backbone,
+            seed=args.seed,
+            home=args.home or default_home(),
+            leaderboards=args.leaderboards,
+            runs=args.runs,
+            accelerator=args.accelerator,
+            devices=devices,
+            num_workers=args.num_workers,
+            progress=not args.quiet,
         )
         row, result = run_bench(request)
         print(format_summary(result, row, request.leaderboards))
@@ -137,8 +172,10 @@ def _run(args: argparse.Namespace) -> None:
         from brainbench.bench import describe
 
         info = describe(args.method, args.scale)
-        print(f"{info['method']} @ {info['scale']}: {info['n_params']:,} parameters "
-              f"({info['n_voxels']} voxels -> {info['target_shapes']})")
+        print(
+            f"{info['method']} @ {info['scale']}: {info['n_params']:,} parameters "
+            f"({info['n_voxels']} voxels -> {info['target_shapes']})"
+        )
         print(f"  paper:    {info['paper']}\n  fidelity: {info['fidelity']}")
     elif args.command == "list":
         from brainbench.bench import DATASETS

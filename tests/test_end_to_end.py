@@ -26,9 +26,17 @@ pytestmark = pytest.mark.slow
 
 
 def _request(tmp: Path, method: str, **overrides: object) -> BenchRequest:
-    defaults = dict(method=method, subject=1, world_preset="tiny", config=str(CONFIGS / f"{method}_tiny.yaml"),
-                    home=tmp / "home", leaderboards=tmp / "leaderboards", runs=tmp / "runs", progress=False,
-                    accelerator="cpu")
+    defaults = dict(
+        method=method,
+        subject=1,
+        world_preset="tiny",
+        config=str(CONFIGS / f"{method}_tiny.yaml"),
+        home=tmp / "home",
+        leaderboards=tmp / "leaderboards",
+        runs=tmp / "runs",
+        progress=False,
+        accelerator="cpu",
+    )
     defaults.update(overrides)
     return BenchRequest(**defaults)  # type: ignore[arg-type]
 
@@ -53,7 +61,7 @@ def test_rows_appended_with_provenance(bench_runs: dict) -> None:
 
 def test_ridge_decodes_the_tiny_world(bench_runs: dict) -> None:
     row, result = bench_runs["ridge"]
-    # Measured with world-clip v1 on the tiny world (60-way, chance 0.017); a broken pipeline lands near chance.
+    # Measured with world-clip v1 on the tiny world (60-way, chance 0.017); a broken pipeline is near chance.
     assert 0.15 <= row[B2I] <= 0.9
     assert 0.15 <= row[I2B] <= 0.95
     assert row[TWO_WAY] > 0.8

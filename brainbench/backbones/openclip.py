@@ -64,11 +64,15 @@ class ImageBackbone(nn.Module):
 
     @property
     def info(self) -> BackboneInfo:
+        """Token count, widths and depth of the image tower."""
         visual = self.model.visual
         grid = visual.grid_size
         return BackboneInfo(
-            backbone_id=self.backbone_id, image_size=self.image_size, n_tokens=grid[0] * grid[1] + 1,
-            embed_dim=int(visual.output_dim), width=int(visual.transformer.width),
+            backbone_id=self.backbone_id,
+            image_size=self.image_size,
+            n_tokens=grid[0] * grid[1] + 1,
+            embed_dim=int(visual.output_dim),
+            width=int(visual.transformer.width),
             n_layers=len(visual.transformer.resblocks),
         )
 
@@ -80,8 +84,13 @@ class ImageBackbone(nn.Module):
         if images.dtype == torch.uint8:
             images = images.permute(0, 3, 1, 2).float() / 255.0
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
-            images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bicubic",
-                                   antialias=True, align_corners=False).clamp(0, 1)
+            images = F.interpolate(
+                images,
+                size=(self.image_size, self.image_size),
+                mode="bicubic",
+                antialias=True,
+                align_corners=False,
+            ).clamp(0, 1)
         return (images - self.mean) / self.std
 
     @torch.no_grad()
@@ -91,7 +100,9 @@ class ImageBackbone(nn.Module):
         n_layers = len(visual.transformer.resblocks)
         unknown = [k for k in layers if not 1 <= k <= n_layers]
         if unknown:
-            raise ConfigError(f"{self.backbone_id} has blocks 1..{n_layers}; layer:{unknown[0]} does not exist")
+            raise ConfigError(
+                f"{self.backbone_id} has blocks 1..{n_layers}; layer:{unknown[0]} does not exist"
+            )
         x = visual._embeds(self.preprocess(images))
         seq_first = not getattr(visual.transformer, "batch_first", True)
         out: dict[str, torch.Tensor] = {}
@@ -113,8 +124,10 @@ class ImageBackbone(nn.Module):
         """Projected text embeddings ``(len(texts), D)`` (not normalised)."""
         if self.tokenizer is None:
             raise ConfigError(f"{self.backbone_id} has no tokenizer")
-        chunks = [self.model.encode_text(self.tokenizer(texts[i : i + batch_size]))
-                  for i in range(0, len(texts), batch_size)]
+        chunks = [
+            self.model.encode_text(self.tokenizer(texts[i : i + batch_size]))
+            for i in range(0, len(texts), batch_size)
+        ]
         return torch.cat(chunks)
 
 
@@ -136,7 +149,9 @@ def load_backbone(backbone_id: str) -> ImageBackbone:
     if backbone_id.startswith("local-dir:"):
         path = backbone_id.removeprefix("local-dir:")
         if not Path(path).is_dir():
-            raise MissingFileError(path, "pass an open_clip local-dir folder (open_clip_config.json + weights)")
+            raise MissingFileError(
+                path, "pass an open_clip local-dir folder (open_clip_config.json + weights)"
+            )
         model = open_clip.create_model(backbone_id)
         return ImageBackbone(model, backbone_id, open_clip.get_tokenizer(backbone_id))
     if ":" not in backbone_id:
@@ -156,8 +171,10 @@ def load_backbone(backbone_id: str) -> ImageBackbone:
         model = open_clip.create_model(arch, pretrained=tag)
     else:
         if tag not in open_clip.list_pretrained_tags_by_model(arch):
-            raise ConfigError(f"{arch} has no pretrained tag {tag!r}; "
-                              f"known: {open_clip.list_pretrained_tags_by_model(arch)}")
+            raise ConfigError(
+                f"{arch} has no pretrained tag {tag!r}; "
+                f"known: {open_clip.list_pretrained_tags_by_model(arch)}"
+            )
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
             model = open_clip.create_model(arch, pretrained=tag)

@@ -45,9 +45,17 @@ class FMRIDataModule(L.LightningDataModule):
         verify: check the shards' sha256 against the manifest in :meth:`setup`.
     """
 
-    def __init__(self, data_dir: Path, backbone: str, targets: Sequence[str] = ("clip_tokens",),
-                 batch_size: int = 128, num_workers: int = 0, shuffle_buffer: int = 2000, seed: int = 0,
-                 verify: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        backbone: str,
+        targets: Sequence[str] = ("clip_tokens",),
+        batch_size: int = 128,
+        num_workers: int = 0,
+        shuffle_buffer: int = 2000,
+        seed: int = 0,
+        verify: bool = True,
+    ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
         self.backbone_id = backbone
@@ -62,16 +70,24 @@ class FMRIDataModule(L.LightningDataModule):
 
     @property
     def n_voxels(self) -> int:
+        """Length of the voxel vector of this prepared subject."""
         return self.manifest.n_voxels
 
     def prepare_data(self, progress: bool = True) -> None:
         """Computes the feature cache of the backbone for this dataset's stimuli (once; reused after)."""
         store = self.manifest.stimulus_store
-        if FeatureCache.is_current(cache_dir_for(self.data_dir, self.backbone_id), store["sha256"],
-                                   self.target_names):
+        if FeatureCache.is_current(
+            cache_dir_for(self.data_dir, self.backbone_id), store["sha256"], self.target_names
+        ):
             return  # reused without loading the backbone (whose weights may not even be on this machine)
-        FeatureCache.build(self.data_dir, self.data_dir / store["path"], store["sha256"],
-                           load_backbone(self.backbone_id), names=self.target_names, progress=progress)
+        FeatureCache.build(
+            self.data_dir,
+            self.data_dir / store["path"],
+            store["sha256"],
+            load_backbone(self.backbone_id),
+            names=self.target_names,
+            progress=progress,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         """Opens the feature cache (and verifies shard checksums once)."""
@@ -93,8 +109,11 @@ class FMRIDataModule(L.LightningDataModule):
     def _item(self, sample: Sample) -> dict[str, Any]:
         voxels = sample.voxels.astype(np.float32)
         if not np.isfinite(voxels).all():
-            raise DataFormatError(self.data_dir, f"sample {sample.key} has non-finite voxels",
-                                  "re-run `brainbench prepare` on clean raw data")
+            raise DataFormatError(
+                self.data_dir,
+                f"sample {sample.key} has non-finite voxels",
+                "re-run `brainbench prepare` on clean raw data",
+            )
         return {"voxels": torch.from_numpy(voxels), "stim_id": sample.stim_id, "subject": sample.subject}
 
     def _collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -111,21 +130,35 @@ class FMRIDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
         if self.manifest.splits.get(split, {}).get("n_samples", 0) == 0:
-            raise ConfigError(f"{self.data_dir} has no {split!r} samples (splits: {list(self.manifest.splits)})")
+            raise ConfigError(
+                f"{self.data_dir} has no {split!r} samples (splits: {list(self.manifest.splits)})"
+            )
         urls = [str(p) for p in self.manifest.shard_paths(split, self.data_dir)]
         stages: list[Any] = [wds.SimpleShardList(urls)]
         if shuffle:
             stages.append(wds.shuffle(len(urls), rng=random.Random(self.seed)))
-        stages += [wds.split_by_node, wds.split_by_worker, wds.tarfile_to_samples(handler=shard_handler),
-                   self._count_check(split)]
+        stages += [
+            wds.split_by_node,
+            wds.split_by_worker,
+            wds.tarfile_to_samples(handler=shard_handler),
+            self._count_check(split),
+        ]
         if shuffle:
-            stages.append(wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer,
-                                      rng=random.Random(self.seed + 1)))
+            stages.append(
+                wds.shuffle(
+                    self.shuffle_buffer, initial=self.shuffle_buffer, rng=random.Random(self.seed + 1)
+                )
+            )
         stages += [wds.map(decode_sample), wds.map(self._item)]
         world_size = self.trainer.world_size if self.trainer is not None else 1
         pipeline = wds.DataPipeline(*stages).with_length(self.split_size(split) // world_size)
-        return DataLoader(pipeline, batch_size=self.batch_size, num_workers=self.num_workers,
-                          collate_fn=self._collate, persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            pipeline,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=self._collate,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def _count_check(self, split: str) -> Callable[[Iterable[dict[str, Any]]], Iterator[dict[str, Any]]]:
         """A pipeline stage raising when a shard yields another sample count than the manifest lists.
@@ -139,8 +172,11 @@ class FMRIDataModule(L.LightningDataModule):
 
         def check(url: str | None, count: int) -> None:
             if url is not None and count != expected.get(url, count):
-                raise DataFormatError(url, f"holds {count} samples, the manifest says {expected[url]}: "
-                                      "truncated or corrupt", "re-run `brainbench prepare ... --overwrite`")
+                raise DataFormatError(
+                    url,
+                    f"holds {count} samples, the manifest says {expected[url]}: truncated or corrupt",
+                    "re-run `brainbench prepare ... --overwrite`",
+                )
 
         def stage(samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             url, count = None, 0
@@ -155,13 +191,17 @@ class FMRIDataModule(L.LightningDataModule):
         return stage
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled single trials of the training images."""
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
+        """Single trials of the validation images, in order."""
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
+        """Repeat-averaged test samples, in order."""
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
+        """The test samples (what the evaluator scores)."""
         return self._loader("test", shuffle=False)

@@ -45,10 +45,13 @@ class FeatureCache:
         self.directory = directory
         self.names = tuple(names)
         self.stim_ids = np.load(directory / "stim_ids.npy", allow_pickle=False)
-        self.arrays = {n: np.load(directory / _file_name(n), mmap_mode="r", allow_pickle=False) for n in names}
+        self.arrays = {
+            n: np.load(directory / _file_name(n), mmap_mode="r", allow_pickle=False) for n in names
+        }
 
     @property
     def backbone_id(self) -> str:
+        """The backbone the cached features come from."""
         return self.record["backbone"]
 
     def shape(self, name: str) -> tuple[int, ...]:
@@ -61,8 +64,11 @@ class FeatureCache:
         rows = np.clip(rows, 0, len(self.stim_ids) - 1)
         bad = self.stim_ids[rows] != stim_ids
         if bad.any():
-            raise DataFormatError(self.directory, f"stim ids {np.asarray(stim_ids)[bad][:5]} not in the cache",
-                                  "delete the cache folder so it is rebuilt from the stimulus store")
+            raise DataFormatError(
+                self.directory,
+                f"stim ids {np.asarray(stim_ids)[bad][:5]} not in the cache",
+                "delete the cache folder so it is rebuilt from the stimulus store",
+            )
         return rows
 
     def lookup(self, stim_ids: np.ndarray) -> dict[str, torch.Tensor]:
@@ -80,15 +86,24 @@ class FeatureCache:
         return record.get("store_sha256") == store_sha256 and set(names) <= set(record["names"])
 
     @classmethod
-    def build(cls, prepared_dir: Path, store_path: Path, store_sha256: str, backbone: ImageBackbone,
-              names: Sequence[str] = ("clip_tokens", "clip_image"), batch_size: int = 256,
-              progress: bool = True) -> FeatureCache:
+    def build(
+        cls,
+        prepared_dir: Path,
+        store_path: Path,
+        store_sha256: str,
+        backbone: ImageBackbone,
+        names: Sequence[str] = ("clip_tokens", "clip_image"),
+        batch_size: int = 256,
+        progress: bool = True,
+    ) -> FeatureCache:
         """Computes (or reuses) the cache of ``backbone`` for the stimulus store at ``store_path``."""
         directory = cache_dir_for(prepared_dir, backbone.backbone_id)
         if cls.is_current(directory, store_sha256, names):
             return cls(directory, names)
         requested = tuple(names)
-        if (directory / "cache.json").is_file():  # keep what other methods asked for, so caches never ping-pong
+        if (
+            directory / "cache.json"
+        ).is_file():  # keep what other methods asked for, so caches never ping-pong
             record = json.loads((directory / "cache.json").read_text())
             if record.get("store_sha256") == store_sha256:
                 names = tuple(dict.fromkeys([*record["names"], *names]))
@@ -96,8 +111,12 @@ class FeatureCache:
         stim_ids = np.asarray(store.stim_ids, dtype=np.int64)
         layers = tuple(int(n.split(":")[1]) for n in names if n.startswith("layer:"))
         chunks: dict[str, list[np.ndarray]] = {n: [] for n in names}
-        for start in tqdm(range(0, len(stim_ids), batch_size), desc=f"features {backbone.backbone_id}",
-                          disable=not progress, unit="batch"):
+        for start in tqdm(
+            range(0, len(stim_ids), batch_size),
+            desc=f"features {backbone.backbone_id}",
+            disable=not progress,
+            unit="batch",
+        ):
             images = torch.from_numpy(store.images(stim_ids[start : start + batch_size]))
             out = backbone.forward_features(images, layers=layers)
             for n in names:
@@ -108,10 +127,18 @@ class FeatureCache:
         np.save(tmp / "stim_ids.npy", stim_ids)
         for n in names:
             np.save(tmp / _file_name(n), np.concatenate(chunks[n]))
-        (tmp / "cache.json").write_text(json.dumps({
-            "backbone": backbone.backbone_id, "store_sha256": store_sha256, "names": list(names),
-            "n_stimuli": int(len(stim_ids)), "dtype": "float16",
-        }, indent=2))
+        (tmp / "cache.json").write_text(
+            json.dumps(
+                {
+                    "backbone": backbone.backbone_id,
+                    "store_sha256": store_sha256,
+                    "names": list(names),
+                    "n_stimuli": int(len(stim_ids)),
+                    "dtype": "float16",
+                },
+                indent=2,
+            )
+        )
         shutil.rmtree(directory, ignore_errors=True)
         tmp.rename(directory)
         return cls(directory, requested)

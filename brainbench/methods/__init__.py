@@ -57,5 +57,6 @@ def build_method(config: dict[str, Any], n_voxels: int, target_shapes: dict[str,
     for key, value in init_args.items():
         if isinstance(value, list):
             init_args[key] = tuple(value)
-    return resolve_class(config["model"]["class_path"])(n_voxels=n_voxels, target_shapes=target_shapes,
-                                                        **init_args)
+    return resolve_class(config["model"]["class_path"])(
+        n_voxels=n_voxels, target_shapes=target_shapes, **init_args
+    )

@@ -78,7 +78,9 @@ class DecoderModule(L.LightningModule):
         """Number of parameters (trainable and frozen)."""
         return sum(p.numel() for p in self.parameters())
 
-    def fit(self, trainer: L.Trainer, datamodule: L.LightningDataModule, ckpt_path: str | None = None) -> None:
+    def fit(
+        self, trainer: L.Trainer, datamodule: L.LightningDataModule, ckpt_path: str | None = None
+    ) -> None:
         """Trains the method; iterative methods use ``trainer.fit``, closed-form ones override this."""
         trainer.fit(self, datamodule=datamodule, ckpt_path=ckpt_path)
 
@@ -90,11 +92,16 @@ class DecoderModule(L.LightningModule):
     def save_pretrained(self, directory: Path) -> None:
         """Writes ``decoder.json`` (class, version, constructor arguments) and ``decoder.safetensors``."""
         directory.mkdir(parents=True, exist_ok=True)
-        record = {"class_path": f"{type(self).__module__}.{type(self).__qualname__}",
-                  "method_id": self.method_id, "method_version": self.method_version,
-                  "init_args": self.init_args()}
+        record = {
+            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+            "method_id": self.method_id,
+            "method_version": self.method_version,
+            "init_args": self.init_args(),
+        }
         (directory / CONFIG_FILE).write_text(json.dumps(record, indent=2, default=list))
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, directory / WEIGHTS_FILE)
+        save_file(
+            {k: v.detach().contiguous() for k, v in self.state_dict().items()}, directory / WEIGHTS_FILE
+        )
 
     @classmethod
     def load_pretrained(cls, directory: Path, n_voxels: int | None = None) -> DecoderModule:
@@ -102,7 +109,9 @@ class DecoderModule(L.LightningModule):
         config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
         for path in (config_path, weights_path):
             if not path.is_file():
-                raise MissingFileError(path, "pass a run folder written by `brainbench bench` (runs/<run id>/model)")
+                raise MissingFileError(
+                    path, "pass a run folder written by `brainbench bench` (runs/<run id>/model)"
+                )
         record = json.loads(config_path.read_text())
         if record["method_id"] != cls.method_id and cls is not DecoderModule:
             raise ConfigError(f"{directory} holds a {record['method_id']} decoder, not {cls.method_id}")

@@ -10,7 +10,8 @@ Faithful to the released training script (``gongzix/Lite-Mind`` ``src/dft_backbo
    ``y = DropPath(MLP(LN2(GlobalFilter(LN1(x)))))``, ``y = DropPath(FreMLP(LN3(y)))``, ``x = x + y``.
 
    * GlobalFilter ("spectrum compression"): ``X = rfft_N(x)``,
-     ``Y = sum_f X * W_f * cos((2f + 1) pi / (2F)) * X^2`` (complex square; F = ``num_filters`` = 2), ``irfft``.
+     ``Y = sum_f X * W_f * cos((2f + 1) pi / (2F)) * X^2`` (complex square; F = ``num_filters`` = 2),
+     then ``irfft``.
    * FreMLP ("frequency projector"): ``relu(Re r - Im i + rb)``, ``relu(Im r + Re i + ib)``, softshrink 0.01,
      ``irfft``. As in the released einsum, only the **diagonals** of the d x d matrices ``r`` and ``i`` are
      read, though the full matrices are allocated (which is why the released model has 15.66 M parameters
@@ -18,8 +19,8 @@ Faithful to the released training script (``gongzix/Lite-Mind`` ``src/dft_backbo
      ``embeddings`` vector of size d that is never used (4,868 parameters over the 18 blocks of the released
      config); it is left out here, since an unused parameter breaks DDP, so the released config counts
      15,652,991 parameters here against 15,657,859 there.
-3. **Head**: ``LayerNorm(T)``, transpose ``(T, N)``, ``Linear(N -> D)``: the last stage's T channels become the
-   backbone's T tokens and the N voxel patches become its D dimensions (257 x 768 for ViT-L/14).
+3. **Head**: ``LayerNorm(T)``, transpose ``(T, N)``, ``Linear(N -> D)``: the last stage's T channels become
+   the backbone's T tokens and the N voxel patches become its D dimensions (257 x 768 for ViT-L/14).
 4. **Loss**: one-direction InfoNCE with a **fixed** logit scale (``exp(8)``) on L2-normalised flattened
    ``T*D`` vectors, rows = backbone targets, columns = brain outputs (``ContrastiveLoss(targets, outputs)``).
 
@@ -53,6 +54,7 @@ class DropPath(nn.Module):
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Zeroes whole samples with probability ``p`` in training, rescaling the rest."""
         if not self.training or self.p == 0.0:
             return x
         keep = torch.rand(x.shape[0], *([1] * (x.ndim - 1)), device=x.device) >= self.p
@@ -70,6 +72,7 @@ class GlobalFilter(nn.Module):
         self.register_buffer("cos", cos.view(num_filters, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, N, d)`` -> ``(B, N, d)``: filter the token-axis spectrum, cubic in it."""
         n = x.shape[1]
         spectrum = torch.fft.rfft(x.float(), dim=1, norm="ortho")  # (B, F, d)
         weight = torch.view_as_complex(self.weight)  # (K, F, d)
@@ -90,6 +93,7 @@ class FreMLP(nn.Module):
         self.sparsity = sparsity
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, N, d)`` -> ``(B, N, d)``: complex per-channel MLP on the token-axis spectrum."""
         n = x.shape[1]
         spectrum = torch.fft.rfft(x.float(), dim=1, norm="ortho")
         r, i = torch.diagonal(self.r), torch.diagonal(self.i)
@@ -102,18 +106,21 @@ class FreMLP(nn.Module):
 class LiteMindBlock(nn.Module):
     """``y = DropPath(MLP(LN2(GF(LN1(x)))))``; ``y = DropPath(FreMLP(LN3(y)))``; ``x + y``."""
 
-    def __init__(self, dim: int, n_tokens: int, mlp_ratio: float, drop: float, drop_path: float,
-                 num_filters: int) -> None:
+    def __init__(
+        self, dim: int, n_tokens: int, mlp_ratio: float, drop: float, drop_path: float, num_filters: int
+    ) -> None:
         super().__init__()
         self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(dim, eps=1e-6) for _ in range(3))
         self.filter = GlobalFilter(dim, n_tokens, num_filters)
         hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(drop), nn.Linear(hidden, dim),
-                                 nn.Dropout(drop))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(drop), nn.Linear(hidden, dim), nn.Dropout(drop)
+        )
         self.fremlp = FreMLP(dim)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, N, d)`` -> ``(B, N, d)``."""
         y = self.drop_path(self.mlp(self.norm2(self.filter(self.norm1(x)))))
         y = self.drop_path(self.fremlp(self.norm3(y)))
         return x + y
@@ -155,20 +162,36 @@ class LiteMind(DecoderModule):
     method_id = "litemind"
     method_version = "1"
     paper = "Gong et al. 2024, Lite-Mind, ACM MM, arXiv 2312.03781"
-    fidelity = ("faithful to the released training script (architecture, fixed-temperature one-way InfoNCE, "
-                "AdamW + warm-up cosine); widths, depths and epochs scaled to the world; validation-split "
-                "model selection instead of the script's test-set selection")
+    fidelity = (
+        "faithful to the released training script (architecture, fixed-temperature one-way InfoNCE, "
+        "AdamW + warm-up cosine); widths, depths and epochs scaled to the world; validation-split "
+        "model selection instead of the script's test-set selection"
+    )
     predicts = ("clip_tokens",)
 
-    def __init__(self, n_voxels: int, target_shapes: dict[str, tuple[int, ...]], patch_size: int | None = None,
-                 target_patches: int = 34, stage_widths: tuple[int, ...] = (512, 256, 128),
-                 depths: tuple[int, ...] = (2, 10, 2, 4), mlp_ratio: float = 4.0, num_filters: int = 2,
-                 dropout: float = 0.1, drop_path: float = 0.15, logit_scale: float = math.exp(8),
-                 lr: float = 1e-4 * 600 / 512, min_lr: float = 1e-5, weight_decay: float = 0.1,
-                 warmup_epochs: int = 5, max_epochs: int = 1500) -> None:
+    def __init__(
+        self,
+        n_voxels: int,
+        target_shapes: dict[str, tuple[int, ...]],
+        patch_size: int | None = None,
+        target_patches: int = 34,
+        stage_widths: tuple[int, ...] = (512, 256, 128),
+        depths: tuple[int, ...] = (2, 10, 2, 4),
+        mlp_ratio: float = 4.0,
+        num_filters: int = 2,
+        dropout: float = 0.1,
+        drop_path: float = 0.15,
+        logit_scale: float = math.exp(8),
+        lr: float = 1e-4 * 600 / 512,
+        min_lr: float = 1e-5,
+        weight_decay: float = 0.1,
+        warmup_epochs: int = 5,
+        max_epochs: int = 1500,
+    ) -> None:
         super().__init__(n_voxels, target_shapes)
 
     def configure_models(self) -> None:
+        """Patch embedding, stages with their transitions, and the token head."""
         hp = self.hparams
         n_tokens_out, dim_out = self.target_shapes["clip_tokens"]
         self.patch_size = hp.patch_size or max(1, self.n_voxels // hp.target_patches)
@@ -185,10 +208,16 @@ class LiteMind(DecoderModule):
         self.transitions = nn.ModuleList()
         for s, (width, depth) in enumerate(zip(widths, hp.depths, strict=True)):
             start = sum(hp.depths[:s])
-            self.stages.append(nn.Sequential(*[
-                LiteMindBlock(width, self.n_patches, hp.mlp_ratio, hp.dropout, rates[start + b], hp.num_filters)
-                for b in range(depth)
-            ]))
+            self.stages.append(
+                nn.Sequential(
+                    *[
+                        LiteMindBlock(
+                            width, self.n_patches, hp.mlp_ratio, hp.dropout, rates[start + b], hp.num_filters
+                        )
+                        for b in range(depth)
+                    ]
+                )
+            )
             if s + 1 < len(widths):
                 self.transitions.append(nn.Linear(width, widths[s + 1]))
         self.head_norm = nn.LayerNorm(n_tokens_out, eps=1e-6)
@@ -196,6 +225,7 @@ class LiteMind(DecoderModule):
         self.apply(_init_weights)
 
     def forward(self, voxels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``(B, V)`` voxels -> ``{"clip_tokens": (B, T, D)}``."""
         x = self.patch_embed(voxels.unsqueeze(1)).transpose(1, 2)  # (B, N, d0)
         x = self.pos_drop(x + self.pos_embed)
         for s, stage in enumerate(self.stages):
@@ -216,20 +246,30 @@ class LiteMind(DecoderModule):
         pred = self(batch["voxels"])["clip_tokens"]
         loss = self.contrastive_loss(pred, batch["clip_tokens"])
         with torch.no_grad():
-            sim = F.normalize(pred.flatten(1), dim=-1) @ F.normalize(batch["clip_tokens"].flatten(1), dim=-1).T
+            sim = (
+                F.normalize(pred.flatten(1), dim=-1) @ F.normalize(batch["clip_tokens"].flatten(1), dim=-1).T
+            )
             top1 = (sim.argmax(dim=1) == torch.arange(len(sim), device=sim.device)).float().mean()
         self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=len(pred), sync_dist=stage != "train")
-        self.log(f"{stage}_inbatch_top1", top1, prog_bar=stage != "train", batch_size=len(pred),
-                 sync_dist=stage != "train")
+        self.log(
+            f"{stage}_inbatch_top1",
+            top1,
+            prog_bar=stage != "train",
+            batch_size=len(pred),
+            sync_dist=stage != "train",
+        )
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """InfoNCE loss of a training batch."""
         return self._step(batch, "train")
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """InfoNCE loss and in-batch top-1 of a validation batch."""
         return self._step(batch, "val")
 
     def configure_optimizers(self) -> dict:
+        """AdamW with a linear warm-up then cosine decay to ``min_lr``, stepped per batch."""
         hp = self.hparams
         optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         steps_per_epoch = max(1, self.trainer.estimated_stepping_batches // max(1, self.trainer.max_epochs))
@@ -240,7 +280,9 @@ class LiteMind(DecoderModule):
             if step < warmup:
                 return (step + 1) / warmup
             progress = (step - warmup) / max(1, total - warmup)
-            return (hp.min_lr + 0.5 * (hp.lr - hp.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))) / hp.lr
+            return (
+                hp.min_lr + 0.5 * (hp.lr - hp.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+            ) / hp.lr
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

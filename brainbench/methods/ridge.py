@@ -3,9 +3,9 @@
 ``W(alpha) = (X^T X + alpha I)^-1 X^T Y`` on centred single-trial voxels ``X`` and centred flattened targets
 ``Y`` (as in the Brain-Diffuser / Takagi-Nishimoto / Ozcelik line of baselines, and MindEye's ridge stage).
 Training is one pass that accumulates the sufficient statistics ``X^T X``, ``X^T Y``, the sums and the count
-(all-reduced across processes under DDP); one eigendecomposition of ``X^T X`` then gives the solution for every
-``alpha`` of the grid at once. The grid point with the highest mean per-sample Pearson correlation between
-prediction and target on the **validation** split is kept (the pattern correlation that retrieval rewards).
+(all-reduced across processes under DDP); one eigendecomposition of ``X^T X`` then gives the solution for
+every ``alpha`` of the grid at once. The grid point with the highest mean per-sample Pearson correlation
+between prediction and target on the **validation** split is kept (the pattern correlation retrieval rewards).
 
 Memory is ``O(V^2 + V * T * D)``: fine for the world (2.5k voxels x 8.3k targets); at NSD scale with the
 257x768 ViT-L/14 target (15.7k x 197k floats) it needs ~12 GB, so the NSD config regresses ``clip_image``.
@@ -45,15 +45,22 @@ class RidgeDecoder(DecoderModule):
     paper = "ridge regression baseline (Hoerl & Kennard 1970; as used by Ozcelik & VanRullen 2023, MindEye)"
     fidelity = "standard closed-form ridge with validation-selected alpha; no paper-specific tricks"
 
-    def __init__(self, n_voxels: int, target_shapes: dict[str, tuple[int, ...]], target: str = "clip_tokens",
-                 alphas: tuple[float, ...] = (1e2, 3e2, 1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 1e6)) -> None:
+    def __init__(
+        self,
+        n_voxels: int,
+        target_shapes: dict[str, tuple[int, ...]],
+        target: str = "clip_tokens",
+        alphas: tuple[float, ...] = (1e2, 3e2, 1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 1e6),
+    ) -> None:
         super().__init__(n_voxels, target_shapes)
         self.automatic_optimization = False
 
     def predicted_names(self) -> tuple[str, ...]:
+        """The one target this ridge regresses."""
         return (self.hparams.target,)
 
     def configure_models(self) -> None:
+        """Coefficient buffers (filled by the solve), sized from the voxels and the target."""
         self.target_name = self.hparams.target
         self.target_shape = self.target_shapes[self.target_name]
         n_out = math.prod(self.target_shape)
@@ -71,10 +78,12 @@ class RidgeDecoder(DecoderModule):
         v, n_out = self.weight.shape
         shapes = {"xtx": (v, v), "xty": (v, n_out), "x_sum": (v,), "y_sum": (n_out,), "count": ()}
         for name, shape in shapes.items():
-            self.register_buffer(name, torch.zeros(shape, dtype=torch.float64, device=self.weight.device),
-                                 persistent=False)
+            self.register_buffer(
+                name, torch.zeros(shape, dtype=torch.float64, device=self.weight.device), persistent=False
+            )
 
     def forward(self, voxels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``(B, V)`` -> ``{target: (B, *target_shape)}``."""
         flat = voxels @ self.weight + self.bias
         return {self.target_name: flat.view(len(voxels), *self.target_shape)}
 
@@ -83,9 +92,11 @@ class RidgeDecoder(DecoderModule):
         return self.weight.numel() + self.bias.numel()
 
     def configure_optimizers(self) -> None:
+        """None: ridge is solved in closed form."""
         return None
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Accumulates the sufficient statistics of a batch."""
         x = batch["voxels"].double()
         y = batch[self.target_name].flatten(1).double()
         self.xtx += x.T @ x
@@ -132,6 +143,7 @@ class RidgeDecoder(DecoderModule):
         self._val_count += len(x_rotated)
 
     def on_validation_epoch_end(self) -> None:
+        """Keeps the alpha with the best validation pattern correlation (summed over processes)."""
         scores = self.trainer.strategy.reduce(self._val_scores, reduce_op="sum")
         best = int(torch.argmax(scores))
         self._set_alpha(best)
@@ -139,7 +151,9 @@ class RidgeDecoder(DecoderModule):
         self.log("val_pattern_r", scores[best].item() / max(1.0, float(n_val)), sync_dist=False)
         self.log("alpha", float(self.hparams.alphas[best]), sync_dist=False)
 
-    def fit(self, trainer: L.Trainer, datamodule: L.LightningDataModule, ckpt_path: str | None = None) -> None:
+    def fit(
+        self, trainer: L.Trainer, datamodule: L.LightningDataModule, ckpt_path: str | None = None
+    ) -> None:
         """One pass over the training split to accumulate and solve, then one over validation to pick alpha.
 
         The loaders are passed explicitly (validation must follow the solve, which Lightning's fit would run

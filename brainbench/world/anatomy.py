@@ -20,8 +20,16 @@ from brainbench.world.config import WorldConfig
 ROI_LABELS: dict[str, dict[int, str]] = {
     "nsdgeneral": {0: "Unknown", 1: "nsdgeneral"},
     "prf-visualrois": {0: "Unknown", 1: "V1v", 2: "V1d", 3: "V2v", 4: "V2d", 5: "V3v", 6: "V3d", 7: "hV4"},
-    "streams": {0: "Unknown", 1: "early", 2: "midventral", 3: "midlateral", 4: "midparietal", 5: "ventral",
-                6: "lateral", 7: "parietal"},
+    "streams": {
+        0: "Unknown",
+        1: "early",
+        2: "midventral",
+        3: "midlateral",
+        4: "midparietal",
+        5: "ventral",
+        6: "lateral",
+        7: "parietal",
+    },
     "floc-faces": {0: "Unknown", 1: "OFA", 2: "FFA-1", 3: "FFA-2"},
     "floc-places": {0: "Unknown", 1: "OPA", 2: "PPA", 3: "RSC"},
     "floc-bodies": {0: "Unknown", 1: "EBA", 2: "FBA-1"},
@@ -112,8 +120,11 @@ def build_anatomy(config: WorldConfig, subject: int) -> Anatomy:
             hemis = (-1,) if atlas == "floc-words" else (-1, 1)
             for hemi in hemis:
                 jitter = rng.normal(0, 0.05, size=3)
-                d2 = ((x - hemi * (lat + jitter[0])) / 0.22) ** 2 + ((vh - pos - jitter[1]) / 0.2) ** 2 \
+                d2 = (
+                    ((x - hemi * (lat + jitter[0])) / 0.22) ** 2
+                    + ((vh - pos - jitter[1]) / 0.2) ** 2
                     + (((z + 1) / 2 - height - jitter[2]) / 0.25) ** 2
+                )
                 rois[atlas][high & (d2 < 1.0)] = label
 
     # Retinotopy: left hemisphere -> right visual field, ventral -> upper field; eccentricity grows

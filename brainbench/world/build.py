@@ -37,13 +37,20 @@ def world_root(home: Path, preset: str) -> Path:
 
 def _check_or_write_world_file(root: Path, config: WorldConfig) -> None:
     path = root / WORLD_FILE
-    record = {"dataset": "world-nsd", "version": config.version, "config": asdict(config),
-              "encoding_backbone": WORLD_BACKBONE}
+    record = {
+        "dataset": "world-nsd",
+        "version": config.version,
+        "config": asdict(config),
+        "encoding_backbone": WORLD_BACKBONE,
+    }
     if path.is_file():
         existing = json.loads(path.read_text())
         if existing.get("config") != json.loads(json.dumps(record["config"])):
-            raise DataFormatError(path, f"this folder holds world {existing.get('version')}, not {config.version}",
-                                  "use another --root for a different preset, or delete the folder")
+            raise DataFormatError(
+                path,
+                f"this folder holds world {existing.get('version')}, not {config.version}",
+                "use another --root for a different preset, or delete the folder",
+            )
         return
     root.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2))
@@ -54,8 +61,13 @@ def load_world_record(root: Path) -> dict:
     return json.loads((root / WORLD_FILE).read_text())
 
 
-def generate_world(root: Path, preset: str = "small", subjects: list[int] | None = None,
-                   progress: bool = True, workers: int = 2) -> Path:
+def generate_world(
+    root: Path,
+    preset: str = "small",
+    subjects: list[int] | None = None,
+    progress: bool = True,
+    workers: int = 2,
+) -> Path:
     """Writes (or completes) the world ``preset`` under ``root`` for ``subjects`` (default: subject 1).
 
     Returns:
@@ -84,13 +96,25 @@ def generate_world(root: Path, preset: str = "small", subjects: list[int] | None
     return root
 
 
-def _write_subject(root: Path, config: WorldConfig, subject: int, design: object, stimuli: StimulusSet,
-                   backbone: object, progress: bool) -> None:
+def _write_subject(
+    root: Path,
+    config: WorldConfig,
+    subject: int,
+    design: object,
+    stimuli: StimulusSet,
+    backbone: object,
+    progress: bool,
+) -> None:
     ids = design.subjectim[subject - 1]
     features = compute_features(stimuli, ids, backbone)
     recording, truth = simulate_subject(config, subject, design, features, progress=progress)
     truth_dir = root / "brainbench_truth"
     truth_dir.mkdir(exist_ok=True)
-    np.savez(truth_dir / f"subj{subject:02d}.npz", ncsnr=truth.ncsnr, level=truth.level, signal=truth.signal,
-             stim_ids=ids)
+    np.savez(
+        truth_dir / f"subj{subject:02d}.npz",
+        ncsnr=truth.ncsnr,
+        level=truth.level,
+        signal=truth.signal,
+        stim_ids=ids,
+    )
     write_nsd_subject(root, design, recording)

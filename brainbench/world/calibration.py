@@ -58,7 +58,9 @@ def oracle_retrieval(world_root: Path, prepared_dir: Path, subject: int, pool: i
     observed = (averaged - averaged.mean(1, keepdims=True)) * weights
     templates = (templates - templates.mean(1, keepdims=True)) * weights
     similarity = torch.from_numpy(_row_corr_matrix(observed, templates))
-    return float(shared_subset_accuracy(similarity, direction="brain2image", top_k=1, pool=min(pool, len(stim_ids))))
+    return float(
+        shared_subset_accuracy(similarity, direction="brain2image", top_k=1, pool=min(pool, len(stim_ids)))
+    )
 
 
 def _row_corr_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -72,12 +72,17 @@ def create_world_clip(weights_dir: Path | None = WORLD_CLIP_DIR, verify: bool = 
         return open_clip.create_model(WORLD_CLIP_ARCH).eval()
     weights = weights_dir / WEIGHTS_FILE
     if not weights.is_file():
-        raise MissingFileError(weights, f"train the world CLIP with `{TRAIN_COMMAND}` (about 30 min on 2 cores)")
+        raise MissingFileError(
+            weights, f"train the world CLIP with `{TRAIN_COMMAND}` (about 30 min on 2 cores)"
+        )
     if verify:
         expected = load_world_clip_card(weights_dir)["sha256"]
         if sha256_file(weights) != expected:
-            raise DataFormatError(weights, "sha256 does not match card.json",
-                                  f"restore the shipped file (git checkout) or retrain with `{TRAIN_COMMAND}`")
+            raise DataFormatError(
+                weights,
+                "sha256 does not match card.json",
+                f"restore the shipped file (git checkout) or retrain with `{TRAIN_COMMAND}`",
+            )
     model = open_clip.create_model(f"local-dir:{weights_dir}")
     return model.eval()
 
@@ -92,6 +97,8 @@ def world_clip_tokenizer() -> open_clip.tokenizer.SimpleTokenizer:
 def encode_texts(model: open_clip.CLIP, texts: list[str], batch_size: int = 512) -> torch.Tensor:
     """L2-normalised text embeddings ``(len(texts), embed_dim)``."""
     tokenizer = world_clip_tokenizer()
-    out = [model.encode_text(tokenizer(texts[i : i + batch_size]), normalize=True)
-           for i in range(0, len(texts), batch_size)]
+    out = [
+        model.encode_text(tokenizer(texts[i : i + batch_size]), normalize=True)
+        for i in range(0, len(texts), batch_size)
+    ]
     return torch.cat(out)

@@ -39,17 +39,25 @@ class WorldConfig:
 
     @property
     def version(self) -> str:
+        """Dataset version recorded in manifests and leaderboards, e.g. ``v1-small``."""
         return f"{WORLD_VERSION}-{self.name}"
 
     @property
     def n_stimuli(self) -> int:
+        """All stimuli of the world: the shared ones plus every subject's own."""
         return self.n_shared + self.n_subjects * (self.n_images_per_subject - self.n_shared)
 
 
 WORLD_PRESETS: dict[str, WorldConfig] = {
     "small": WorldConfig(name="small"),
-    "tiny": WorldConfig(name="tiny", n_shared=60, n_images_per_subject=200, trials_per_session=100,
-                        grid=(14, 16, 12), visual_fraction=0.5),
+    "tiny": WorldConfig(
+        name="tiny",
+        n_shared=60,
+        n_images_per_subject=200,
+        trials_per_session=100,
+        grid=(14, 16, 12),
+        visual_fraction=0.5,
+    ),
 }
 
 

@@ -19,10 +19,16 @@ def make_design(config: WorldConfig) -> WorldDesign:
     rng = np.random.default_rng([config.seed, 1])
     n_own = config.n_images_per_subject - config.n_shared
     shared = np.arange(config.n_shared)
-    subjectim = np.stack([
-        np.concatenate([shared, config.n_shared + s * n_own + np.arange(n_own)])
-        for s in range(config.n_subjects)
-    ]).astype(np.int64)
+    subjectim = np.stack(
+        [
+            np.concatenate([shared, config.n_shared + s * n_own + np.arange(n_own)])
+            for s in range(config.n_subjects)
+        ]
+    ).astype(np.int64)
     masterordering = rng.permutation(np.repeat(np.arange(config.n_images_per_subject), config.repeats))
-    return WorldDesign(subjectim=subjectim, masterordering=masterordering.astype(np.int64),
-                       n_shared=config.n_shared, trials_per_session=config.trials_per_session)
+    return WorldDesign(
+        subjectim=subjectim,
+        masterordering=masterordering.astype(np.int64),
+        n_shared=config.n_shared,
+        trials_per_session=config.trials_per_session,
+    )

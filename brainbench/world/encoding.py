@@ -14,8 +14,8 @@ For voxel ``v`` and image ``i`` the noise-free signal ``s[i, v]`` depends on whe
 Tuning vectors are mixtures of a few smooth prototypes so that neighbouring voxels are alike. Each voxel's
 signal is z-scored over the subject's images and scaled by its noise-ceiling SNR ``ncsnr_v`` (signal std over
 noise std, Allen et al. 2022); a trial is ``y = ncsnr_v s + e``, with noise ``e`` (unit variance, 15 % shared
-across voxels), plus per-session offsets and gains. Betas are ``1.5 * y`` percent signal change. Voxels outside
-``nsdgeneral`` carry noise only. All of it is seeded by ``(world seed, subject)``.
+across voxels), plus per-session offsets and gains. Betas are ``1.5 * y`` percent signal change. Voxels
+outside ``nsdgeneral`` carry noise only. All of it is seeded by ``(world seed, subject)``.
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ def _gaussian_prfs(centres: np.ndarray, sizes: np.ndarray, grid: int) -> np.ndar
     return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def _smooth_tuning(rng: np.random.Generator, coords: np.ndarray, dim: int, n_prototypes: int = 12,
-                   noise: float = 0.5) -> np.ndarray:
+def _smooth_tuning(
+    rng: np.random.Generator, coords: np.ndarray, dim: int, n_prototypes: int = 12, noise: float = 0.5
+) -> np.ndarray:
     """Unit tuning vectors that vary smoothly over voxel coordinates ``(V, 3)``."""
     prototypes = rng.normal(size=(n_prototypes, dim))
     anchors = coords[rng.choice(len(coords), size=n_prototypes, replace=len(coords) < n_prototypes)]
@@ -71,7 +72,9 @@ def _zscore_columns(x: np.ndarray) -> np.ndarray:
     return ((x - x.mean(axis=0)) / np.where(std > 0, std, 1)).astype(np.float32)
 
 
-def _low_signal(rng: np.random.Generator, anatomy: Anatomy, ijk: np.ndarray, feats: StimulusFeatures) -> np.ndarray:
+def _low_signal(
+    rng: np.random.Generator, anatomy: Anatomy, ijk: np.ndarray, feats: StimulusFeatures
+) -> np.ndarray:
     area = anatomy.area[tuple(ijk.T)]
     centres = anatomy.prf_centre[tuple(ijk.T)]
     ecc = np.linalg.norm(centres - 0.5, axis=1)
@@ -102,8 +105,9 @@ def _mid_signal(rng: np.random.Generator, ijk: np.ndarray, feats: StimulusFeatur
     return signal
 
 
-def _high_signal(rng: np.random.Generator, anatomy: Anatomy, ijk: np.ndarray,
-                 feats: StimulusFeatures) -> np.ndarray:
+def _high_signal(
+    rng: np.random.Generator, anatomy: Anatomy, ijk: np.ndarray, feats: StimulusFeatures
+) -> np.ndarray:
     dim = feats.image_embedding.shape[1]
     to_image = _smooth_tuning(rng, ijk.astype(np.float32), dim)
     to_caption = _smooth_tuning(rng, ijk.astype(np.float32), dim)
@@ -117,8 +121,9 @@ def _high_signal(rng: np.random.Generator, anatomy: Anatomy, ijk: np.ndarray,
     return signal
 
 
-def simulate_subject(config: WorldConfig, subject: int, design: WorldDesign, features: StimulusFeatures,
-                     progress: bool = True) -> tuple[SubjectRecording, GroundTruth]:
+def simulate_subject(
+    config: WorldConfig, subject: int, design: WorldDesign, features: StimulusFeatures, progress: bool = True
+) -> tuple[SubjectRecording, GroundTruth]:
     """Single-trial betas of ``subject``; ``features`` rows follow ``design.subjectim[subject - 1]``."""
     rng = np.random.default_rng([config.seed, 4, subject])
     anatomy = build_anatomy(config, subject)
@@ -131,9 +136,11 @@ def simulate_subject(config: WorldConfig, subject: int, design: WorldDesign, fea
 
     n_images = features.image_embedding.shape[0]
     signal = np.zeros((n_images, len(vis_ijk)), dtype=np.float32)
-    steps = [(0, lambda m: _low_signal(rng, anatomy, vis_ijk[m], features)),
-             (1, lambda m: _mid_signal(rng, vis_ijk[m], features)),
-             (2, lambda m: _high_signal(rng, anatomy, vis_ijk[m], features))]
+    steps = [
+        (0, lambda m: _low_signal(rng, anatomy, vis_ijk[m], features)),
+        (1, lambda m: _mid_signal(rng, vis_ijk[m], features)),
+        (2, lambda m: _high_signal(rng, anatomy, vis_ijk[m], features)),
+    ]
     for level, fn in tqdm(steps, desc=f"subj{subject:02d} encoding model", disable=not progress):
         mask = levels == level
         if mask.any():
@@ -161,7 +168,11 @@ def simulate_subject(config: WorldConfig, subject: int, design: WorldDesign, fea
         betas[trials] = PSC_SCALE * (gain * response + offset)
 
     recording = SubjectRecording(
-        subject=subject, affine=np.diag([1.8, 1.8, 1.8, 1.0]), brain_mask=anatomy.brain_mask,
-        roi_volumes=anatomy.rois, roi_labels=ROI_LABELS, betas_psc=betas,
+        subject=subject,
+        affine=np.diag([1.8, 1.8, 1.8, 1.0]),
+        brain_mask=anatomy.brain_mask,
+        roi_volumes=anatomy.rois,
+        roi_labels=ROI_LABELS,
+        betas_psc=betas,
     )
     return recording, GroundTruth(ncsnr=ncsnr, level=levels.astype(np.int8), signal=signal)

@@ -20,14 +20,22 @@ from brainbench.world.shapes import DOMAINS, category_domain
 from brainbench.world.types import StimulusSet
 
 LOWLEVEL_GRID = 16
-LOWLEVEL_CHANNELS = ("luminance", "contrast", "orient0", "orient45", "orient90", "orient135", "red-green",
-                     "blue-yellow")
+LOWLEVEL_CHANNELS = (
+    "luminance",
+    "contrast",
+    "orient0",
+    "orient45",
+    "orient90",
+    "orient135",
+    "red-green",
+    "blue-yellow",
+)
 MID_LAYER = 2
 
 
 @torch.no_grad()
 def lowlevel_maps(images: np.ndarray, grid: int = LOWLEVEL_GRID) -> np.ndarray:
-    """``(N, H, W, 3)`` uint8 -> ``(N, 8, grid, grid)`` float32 feature maps (channels: ``LOWLEVEL_CHANNELS``)."""
+    """``(N, H, W, 3)`` uint8 -> ``(N, 8, grid, grid)`` float32 maps, channels ``LOWLEVEL_CHANNELS``."""
     rgb = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
     lum = rgb.mean(dim=1, keepdim=True)
     kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]).view(1, 1, 3, 3) / 8
@@ -39,8 +47,13 @@ def lowlevel_maps(images: np.ndarray, grid: int = LOWLEVEL_GRID) -> np.ndarray:
     contrast = (F.avg_pool2d(lum**2, pool) - lum_mean**2).clamp_min(0).sqrt()
     red_green = rgb[:, :1] - rgb[:, 1:2]
     blue_yellow = rgb[:, 2:3] - 0.5 * (rgb[:, :1] + rgb[:, 1:2])
-    maps = [lum_mean, contrast, *(F.avg_pool2d(o, pool).sqrt() for o in orient),
-            F.avg_pool2d(red_green, pool), F.avg_pool2d(blue_yellow, pool)]
+    maps = [
+        lum_mean,
+        contrast,
+        *(F.avg_pool2d(o, pool).sqrt() for o in orient),
+        F.avg_pool2d(red_green, pool),
+        F.avg_pool2d(blue_yellow, pool),
+    ]
     return torch.cat(maps, dim=1).numpy()
 
 
@@ -64,13 +77,16 @@ class StimulusFeatures:
 
 
 @torch.no_grad()
-def compute_features(stimuli: StimulusSet, stim_ids: np.ndarray, backbone: ImageBackbone,
-                     batch_size: int = 256) -> StimulusFeatures:
+def compute_features(
+    stimuli: StimulusSet, stim_ids: np.ndarray, backbone: ImageBackbone, batch_size: int = 256
+) -> StimulusFeatures:
     """Computes every feature the encoding model uses, for ``stim_ids`` (0-based rows of ``stimuli``)."""
     images = stimuli.images[stim_ids]
     mids, embs = [], []
     for start in range(0, len(images), batch_size):
-        out = backbone.forward_features(torch.from_numpy(images[start : start + batch_size]), layers=(MID_LAYER,))
+        out = backbone.forward_features(
+            torch.from_numpy(images[start : start + batch_size]), layers=(MID_LAYER,)
+        )
         tokens = out[f"layer:{MID_LAYER}"][:, 1:]
         side = int(round(tokens.shape[1] ** 0.5))
         mids.append(tokens.reshape(tokens.shape[0], side, side, -1).numpy())
@@ -85,7 +101,9 @@ def compute_features(stimuli: StimulusSet, stim_ids: np.ndarray, backbone: Image
         for category in stimuli.categories[sid]:
             domains[row, DOMAINS.index(category_domain(category))] += 1
     return StimulusFeatures(
-        lowlevel=lowlevel_maps(images), mid_tokens=np.concatenate(mids),
-        image_embedding=np.concatenate(embs), caption_embedding=F.normalize(caption_mean, dim=-1).numpy(),
+        lowlevel=lowlevel_maps(images),
+        mid_tokens=np.concatenate(mids),
+        image_embedding=np.concatenate(embs),
+        caption_embedding=F.normalize(caption_mean, dim=-1).numpy(),
         domain_counts=domains,
     )

@@ -41,13 +41,23 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 TEXTURES = ("solid", "striped", "dotted", "checkered")
 SIZES: dict[str, float] = {"small": 0.12, "medium": 0.18, "large": 0.26}  # radius / image size
 POSITIONS: dict[str, tuple[float, float]] = {
-    "top left": (0.22, 0.22), "top": (0.5, 0.22), "top right": (0.78, 0.22),
-    "left": (0.22, 0.5), "center": (0.5, 0.5), "right": (0.78, 0.5),
-    "bottom left": (0.22, 0.78), "bottom": (0.5, 0.78), "bottom right": (0.78, 0.78),
+    "top left": (0.22, 0.22),
+    "top": (0.5, 0.22),
+    "top right": (0.78, 0.22),
+    "left": (0.22, 0.5),
+    "center": (0.5, 0.5),
+    "right": (0.78, 0.5),
+    "bottom left": (0.22, 0.78),
+    "bottom": (0.5, 0.78),
+    "bottom right": (0.78, 0.78),
 }
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {
-    "grey": (128, 128, 128), "light": (215, 215, 205), "dark": (45, 45, 55),
-    "sky": (170, 205, 235), "sand": (225, 205, 160), "grass": (150, 195, 130),
+    "grey": (128, 128, 128),
+    "light": (215, 215, 205),
+    "dark": (45, 45, 55),
+    "sky": (170, 205, 235),
+    "sand": (225, 205, 160),
+    "grass": (150, 195, 130),
 }
 _SUPERSAMPLE = 3
 
@@ -82,13 +92,17 @@ def sample_scene(rng: np.random.Generator, n_objects: int | None = None) -> Scen
     objects = []
     for position in positions:
         colour = str(rng.choice(list(COLOURS)))
-        objects.append(SceneObject(
-            category=str(rng.choice(CATEGORY_NAMES)),
-            colour=colour,
-            texture=str(rng.choice(TEXTURES, p=[0.4, 0.2, 0.2, 0.2])),
-            size=str(rng.choice(list(SIZES), p=[0.3, 0.35, 0.35] if n_objects > 1 else [0.15, 0.35, 0.5])),
-            position=str(position),
-        ))
+        objects.append(
+            SceneObject(
+                category=str(rng.choice(CATEGORY_NAMES)),
+                colour=colour,
+                texture=str(rng.choice(TEXTURES, p=[0.4, 0.2, 0.2, 0.2])),
+                size=str(
+                    rng.choice(list(SIZES), p=[0.3, 0.35, 0.35] if n_objects > 1 else [0.15, 0.35, 0.5])
+                ),
+                position=str(position),
+            )
+        )
     objects.sort(key=lambda o: -SIZES[o.size])
     return Scene(background=background, objects=tuple(objects))
 
@@ -170,8 +184,10 @@ def write_captions(scene: Scene, rng: np.random.Generator, n_captions: int) -> l
         lambda: "a picture of " + " with ".join(_describe(o, rng, 0.0) for o in objs),
         lambda: ", ".join(_describe(o, rng, 0.6) for o in objs) + f" on a {scene.background} background",
         lambda: "; ".join(f"{_where(o.position)}, {_describe(o, rng, 0.5)}" for o in objs),
-        lambda: (f"{len(objs)} objects: " if len(objs) > 1 else "one object: ")
-        + " and ".join(_describe(o, rng, 0.3) for o in objs),
+        lambda: (
+            (f"{len(objs)} objects: " if len(objs) > 1 else "one object: ")
+            + " and ".join(_describe(o, rng, 0.3) for o in objs)
+        ),
         lambda: " next to ".join(f"{_article(o.colour)} {o.colour} {o.category}" for o in objs),
     ]
     order = rng.permutation(len(templates))
@@ -205,8 +221,9 @@ def _generate_chunk(args: tuple[int, int, int, int]) -> tuple[np.ndarray, list[l
     return images, captions, categories
 
 
-def generate_stimuli(n_stimuli: int, seed: int, image_size: int = 64, progress: bool = False,
-                     workers: int = 1) -> StimulusSet:
+def generate_stimuli(
+    n_stimuli: int, seed: int, image_size: int = 64, progress: bool = False, workers: int = 1
+) -> StimulusSet:
     """Generates the first ``n_stimuli`` stimuli of the world with ``seed`` (``workers`` processes)."""
     chunk = 250
     jobs = [(seed, start, min(start + chunk, n_stimuli), image_size) for start in range(0, n_stimuli, chunk)]
@@ -222,12 +239,16 @@ def generate_stimuli(n_stimuli: int, seed: int, image_size: int = 64, progress: 
             results.append(_generate_chunk(job))
             bar.update(len(results[-1][1]))
     bar.close()
-    images = np.concatenate([r[0] for r in results]) if results else np.empty((0, image_size, image_size, 3),
-                                                                                np.uint8)
+    images = (
+        np.concatenate([r[0] for r in results])
+        if results
+        else np.empty((0, image_size, image_size, 3), np.uint8)
+    )
     captions = [c for r in results for c in r[1]]
     categories = [c for r in results for c in r[2]]
-    return StimulusSet(images=images, captions=captions, categories=categories,
-                       category_names=list(CATEGORY_NAMES))
+    return StimulusSet(
+        images=images, captions=captions, categories=categories, category_names=list(CATEGORY_NAMES)
+    )
 
 
 def zero_shot_prompts(category: str) -> list[str]:

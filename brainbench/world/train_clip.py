@@ -1,8 +1,8 @@
 """Trains the world CLIP contrastively (Radford et al. 2021, symmetric InfoNCE) on fresh world scenes.
 
-Every step renders new scenes in a loader worker (seed ``TRAIN_SEED``, disjoint from the seeds of the subjects'
-stimuli and of the held-out evaluation), so the model never sees a stimulus twice and never sees the stimuli
-shown to the simulated subjects. One random caption of each image is used per step.
+Every step renders new scenes in a loader worker (seed ``TRAIN_SEED``, disjoint from the seeds of the
+subjects' stimuli and of the held-out evaluation), so the model never sees a stimulus twice and never sees
+the stimuli shown to the simulated subjects. One random caption of each image is used per step.
 
 Run once and commit the result (a few minutes per hundred steps on 2 CPU cores)::
 
@@ -73,7 +73,9 @@ def normalise_images(images_uint8: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_world_clip(model: open_clip.CLIP, n_pairs: int = 500, n_zero_shot: int = 1000) -> dict[str, float]:
+def evaluate_world_clip(
+    model: open_clip.CLIP, n_pairs: int = 500, n_zero_shot: int = 1000
+) -> dict[str, float]:
     """Held-out image->caption top-1 among ``n_pairs`` scenes and zero-shot category accuracy.
 
     Zero-shot uses single-object scenes and all world categories, with the prompts of
@@ -114,10 +116,17 @@ def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     return 0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
-def train_world_clip(out: Path, steps: int = 1000, batch_size: int = 256, lr: float = 1e-3,
-                     warmup: int = 100, weight_decay: float = 0.1, seed: int = 0,
-                     log_every: int = 25) -> dict:
-    """Trains the world CLIP and writes an open_clip local-dir to ``out``; resumable from ``out/train_state.pt``.
+def train_world_clip(
+    out: Path,
+    steps: int = 1000,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    warmup: int = 100,
+    weight_decay: float = 0.1,
+    seed: int = 0,
+    log_every: int = 25,
+) -> dict:
+    """Trains the world CLIP, writes an open_clip local-dir to ``out``; resumable (``out/train_state.pt``).
 
     Returns:
         The card written to ``out/card.json``.
@@ -129,8 +138,11 @@ def train_world_clip(out: Path, steps: int = 1000, batch_size: int = 256, lr: fl
     tokenizer = world_clip_tokenizer()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.98),
+    )
     loss_fn = open_clip.ClipLoss()
     state_path = out / "train_state.pt"
     start, elapsed = 0, 0.0
@@ -140,8 +152,13 @@ def train_world_clip(out: Path, steps: int = 1000, batch_size: int = 256, lr: fl
         optimizer.load_state_dict(state["optimizer"])
         start, elapsed = int(state["step"]), float(state["seconds"])
         print(f"resuming from step {start}")
-    loader = DataLoader(SceneStream(TRAIN_SEED + start * batch_size), batch_size=batch_size, num_workers=1,
-                        prefetch_factor=4, persistent_workers=True)
+    loader = DataLoader(
+        SceneStream(TRAIN_SEED + start * batch_size),
+        batch_size=batch_size,
+        num_workers=1,
+        prefetch_factor=4,
+        persistent_workers=True,
+    )
     model.train()
     t0 = time.time() - elapsed
     batches = iter(loader)
@@ -149,7 +166,9 @@ def train_world_clip(out: Path, steps: int = 1000, batch_size: int = 256, lr: fl
         images, captions = next(batches)
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, steps, lr, warmup)
-        image_features, text_features, logit_scale = model(normalise_images(images), tokenizer(list(captions)))
+        image_features, text_features, logit_scale = model(
+            normalise_images(images), tokenizer(list(captions))
+        )
         loss = loss_fn(image_features, text_features, logit_scale)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -157,26 +176,50 @@ def train_world_clip(out: Path, steps: int = 1000, batch_size: int = 256, lr: fl
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         if (step + 1) % log_every == 0 or step + 1 == steps:
-            print(f"step {step + 1}/{steps} loss {loss.item():.3f} scale {logit_scale.item():.1f} "
-                  f"{time.time() - t0:.0f}s", flush=True)
+            print(
+                f"step {step + 1}/{steps} loss {loss.item():.3f} scale {logit_scale.item():.1f} "
+                f"{time.time() - t0:.0f}s",
+                flush=True,
+            )
         if (step + 1) % 100 == 0:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
-                        "seconds": time.time() - t0}, state_path)
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": step + 1,
+                    "seconds": time.time() - t0,
+                },
+                state_path,
+            )
     train_seconds = time.time() - t0
     metrics = evaluate_world_clip(model)
     print(json.dumps(metrics, indent=2))
     save_file({k: v.detach().half().contiguous() for k, v in model.state_dict().items()}, out / WEIGHTS_FILE)
     config = {
         "model_cfg": world_clip_config(),
-        "preprocess_cfg": {"size": IMAGE_SIZE, "mean": list(WORLD_MEAN), "std": list(WORLD_STD),
-                           "interpolation": "bicubic", "resize_mode": "shortest"},
+        "preprocess_cfg": {
+            "size": IMAGE_SIZE,
+            "mean": list(WORLD_MEAN),
+            "std": list(WORLD_STD),
+            "interpolation": "bicubic",
+            "resize_mode": "shortest",
+        },
     }
     (out / "open_clip_config.json").write_text(json.dumps(config, indent=2))
     card = {
-        "arch": WORLD_CLIP_ARCH, "tag": out.name, "sha256": sha256_file(out / WEIGHTS_FILE),
-        "n_params": sum(p.numel() for p in model.parameters()), "steps": steps, "batch_size": batch_size,
-        "lr": lr, "train_seconds": round(train_seconds, 1), "train_seed": TRAIN_SEED, "eval_seed": EVAL_SEED,
-        "torch": torch.__version__, "open_clip": open_clip.__version__, "command": TRAIN_COMMAND,
+        "arch": WORLD_CLIP_ARCH,
+        "tag": out.name,
+        "sha256": sha256_file(out / WEIGHTS_FILE),
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "train_seconds": round(train_seconds, 1),
+        "train_seed": TRAIN_SEED,
+        "eval_seed": EVAL_SEED,
+        "torch": torch.__version__,
+        "open_clip": open_clip.__version__,
+        "command": TRAIN_COMMAND,
         "held_out": metrics,
     }
     (out / "card.json").write_text(json.dumps(card, indent=2))

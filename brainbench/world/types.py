@@ -53,10 +53,12 @@ class WorldDesign:
 
     @property
     def n_sessions(self) -> int:
+        """Scan sessions in the design."""
         return int(np.ceil(len(self.masterordering) / self.trials_per_session))
 
     @property
     def shared_ids(self) -> np.ndarray:
+        """0-based stimulus ids of the shared test images."""
         return self.subjectim[0, : self.n_shared]
 
     def trial_stimulus_ids(self, subject: int) -> np.ndarray:
