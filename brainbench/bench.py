@@ -22,6 +22,7 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from brainbench.data.datamodule import FMRIDataModule
@@ -179,7 +180,14 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
     model: DecoderModule = build_method(config, datamodule.n_voxels, datamodule.target_shapes())
     run_id = new_run_id()
     run_dir = request.runs / run_id
+    callbacks = []
+    if model.monitor is not None:
+        best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=model.monitor,
+                               mode=model.monitor_mode, save_top_k=1, save_weights_only=True)
+        callbacks.append(best)
     trainer = L.Trainer(
+        callbacks=callbacks,
+        enable_checkpointing=bool(callbacks),
         accelerator=request.accelerator,
         devices=request.devices,
         default_root_dir=run_dir,
@@ -195,6 +203,10 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
     t_train = time.time()
     model.fit(trainer, datamodule)
     train_seconds = time.time() - t_train
+    if callbacks and callbacks[0].best_model_path:  # test the checkpoint chosen on validation, never the last
+        state = torch.load(callbacks[0].best_model_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["state_dict"])
+        _say(request, f"kept the checkpoint with the best {model.monitor}: {float(callbacks[0].best_model_score):.4f}")
     predictions = predict_test(trainer, model, datamodule)
     stim_ids = predictions.pop("stim_id").numpy()
     assert datamodule.cache is not None

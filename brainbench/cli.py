@@ -34,7 +34,7 @@ def _add_world(sub: argparse._SubParsersAction) -> None:
     )
     train = wsub.add_parser("train-clip", help="train the world CLIP (run once; ~1 h on 2 cores)")
     train.add_argument("--out", type=Path, required=True, help="output open_clip local-dir folder")
-    train.add_argument("--steps", type=int, default=1000)
+    train.add_argument("--steps", type=int, default=700)
     train.add_argument("--batch-size", type=int, default=256)
     train.add_argument("--lr", type=float, default=1e-3)
     wsub.add_parser("info", help="print the shipped world CLIP's card (sha256, held-out accuracy)")

@@ -37,6 +37,9 @@ class DecoderModule(L.LightningModule):
     paper: ClassVar[str] = ""
     fidelity: ClassVar[str] = ""
     predicts: ClassVar[tuple[str, ...]] = ("clip_tokens",)
+    #: validation metric that selects the checkpoint kept for testing (``None``: keep the last weights)
+    monitor: ClassVar[str | None] = None
+    monitor_mode: ClassVar[str] = "min"
 
     def __init__(self, n_voxels: int, target_shapes: dict[str, tuple[int, ...]]) -> None:
         super().__init__()

@@ -168,6 +168,8 @@ class LiteMind(DecoderModule):
         "model selection instead of the script's test-set selection"
     )
     predicts = ("clip_tokens",)
+    monitor = "val_loss"
+    monitor_mode = "min"
 
     def __init__(
         self,

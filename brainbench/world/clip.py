@@ -27,7 +27,7 @@ _ASSETS = Path(str(resources.files("brainbench.world") / "assets"))
 MODEL_CONFIG_DIR = _ASSETS / "model_configs"
 WORLD_CLIP_DIR = _ASSETS / f"{WORLD_CLIP_ARCH}-{WORLD_CLIP_TAG}"
 WEIGHTS_FILE = "open_clip_model.safetensors"
-TRAIN_COMMAND = "brainbench world train-clip --out brainbench/world/assets/world-clip-v1"
+TRAIN_COMMAND = "brainbench world train-clip --out brainbench/world/assets/world-clip-v1 --steps 700"
 
 
 def register_world_clip() -> None:

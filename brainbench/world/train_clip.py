@@ -118,7 +118,7 @@ def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
 
 def train_world_clip(
     out: Path,
-    steps: int = 1000,
+    steps: int = 700,
     batch_size: int = 256,
     lr: float = 1e-3,
     warmup: int = 100,
