@@ -168,8 +168,8 @@ class LiteMind(DecoderModule):
         "model selection instead of the script's test-set selection"
     )
     predicts = ("clip_tokens",)
-    monitor = "val_loss"
-    monitor_mode = "min"
+    monitor = "val_inbatch_top1"  # brain->image top-1 on validation; single-trial val loss bottoms out early
+    monitor_mode = "max"
 
     def __init__(
         self,

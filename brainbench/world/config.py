@@ -35,7 +35,7 @@ class WorldConfig:
     n_subjects: int = 8
     grid: tuple[int, int, int] = (26, 30, 24)
     visual_fraction: float = 0.42
-    snr_scale: float = 1.0
+    snr_scale: float = 0.5
 
     @property
     def version(self) -> str:
