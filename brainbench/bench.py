@@ -182,8 +182,14 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
     run_dir = request.runs / run_id
     callbacks = []
     if model.monitor is not None:
-        best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=model.monitor,
-                               mode=model.monitor_mode, save_top_k=1, save_weights_only=True)
+        best = ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="best",
+            monitor=model.monitor,
+            mode=model.monitor_mode,
+            save_top_k=1,
+            save_weights_only=True,
+        )
         callbacks.append(best)
     trainer = L.Trainer(
         callbacks=callbacks,
@@ -206,7 +212,10 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
     if callbacks and callbacks[0].best_model_path:  # test the checkpoint chosen on validation, never the last
         state = torch.load(callbacks[0].best_model_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["state_dict"])
-        _say(request, f"kept the checkpoint with the best {model.monitor}: {float(callbacks[0].best_model_score):.4f}")
+        _say(
+            request,
+            f"kept the checkpoint with the best {model.monitor}: {float(callbacks[0].best_model_score):.4f}",
+        )
     predictions = predict_test(trainer, model, datamodule)
     stim_ids = predictions.pop("stim_id").numpy()
     assert datamodule.cache is not None

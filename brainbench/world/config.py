@@ -57,6 +57,7 @@ WORLD_PRESETS: dict[str, WorldConfig] = {
         trials_per_session=100,
         grid=(14, 16, 12),
         visual_fraction=0.5,
+        snr_scale=1.0,  # a test bed: clear signal from 400 training trials
     ),
 }
 

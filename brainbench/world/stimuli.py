@@ -17,7 +17,9 @@ Example:
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -221,6 +223,12 @@ def _generate_chunk(args: tuple[int, int, int, int]) -> tuple[np.ndarray, list[l
     return images, captions, categories
 
 
+def _main_is_importable() -> bool:
+    """Spawned workers re-import ``__main__``; from stdin or ``python -c`` they cannot, so stay in-process."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is not None and Path(main_file).is_file()
+
+
 def generate_stimuli(
     n_stimuli: int, seed: int, image_size: int = 64, progress: bool = False, workers: int = 1
 ) -> StimulusSet:
@@ -229,7 +237,7 @@ def generate_stimuli(
     jobs = [(seed, start, min(start + chunk, n_stimuli), image_size) for start in range(0, n_stimuli, chunk)]
     bar = tqdm(total=n_stimuli, desc="stimuli", disable=not progress, unit="img")
     results = []
-    if workers > 1 and len(jobs) > 1:
+    if workers > 1 and len(jobs) > 1 and _main_is_importable():
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             for result in pool.imap(_generate_chunk, jobs):
                 results.append(result)
