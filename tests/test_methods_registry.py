@@ -94,8 +94,10 @@ def test_build_method_converts_lists_to_tuples():
     config = load_method_config("litemind", "world")
     shapes = SCALE_SHAPES["world"]
     model = build_method(config, shapes["n_voxels"], shapes["target_shapes"])
-    assert model.hparams.stage_widths == (256, 128, 64)
-    assert model.hparams.depths == (2, 4, 2, 2)
+    init_args = config["model"]["init_args"]
+    assert isinstance(init_args["stage_widths"], list)
+    assert model.hparams.stage_widths == tuple(init_args["stage_widths"])
+    assert model.hparams.depths == tuple(init_args["depths"])
 
 
 def test_describe_litemind_at_nsd_scale(capsys):
