@@ -9,8 +9,9 @@ SUBJECT ?= 1
 DATASET ?= world-nsd
 DATA_ROOT ?=
 ARGS ?=
-# pip's extra-index warnings on these machines are noise; real errors still fail the pipeline.
-QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+# pip's extra-index warnings on these machines are noise; sed drops them and, with pipefail, pip's own exit
+# status still fails the recipe.
+QUIET_PIP := sed '/is ignored: it is neither a file nor a directory/d'
 
 .PHONY: setup bench test test-fast lint format list clean
 

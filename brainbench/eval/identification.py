@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from brainbench.eval.similarity import similarity_blocks
+from brainbench.eval.similarity import PairedRowsMetric, similarity_blocks
 from brainbench.eval.specs import MetricSpec
 
 IDENTIFICATION_CHANCE = 0.5
@@ -73,7 +72,7 @@ def identification_spec(*, network: str, n_items: int | None = None) -> MetricSp
     return MetricSpec("identification_2way", network, 1, True, params, description)
 
 
-class TwoWayIdentification(Metric):
+class TwoWayIdentification(PairedRowsMetric):
     """Torchmetrics wrapper of :func:`two_way_identification`; rows accumulate, scored at ``compute``.
 
     Example:
@@ -94,17 +93,6 @@ class TwoWayIdentification(Metric):
         super().__init__()
         self.block_size = block_size
         self.spec = identification_spec(network=network)
-        self.add_state("pred", default=[], dist_reduce_fx="cat")
-        self.add_state("target", default=[], dist_reduce_fx="cat")
-
-    def update(self, pred: Tensor, target: Tensor) -> None:
-        """Append a batch: ``pred`` and ``target`` are ``(B, ...)`` with matching rows."""
-        if pred.shape[0] != target.shape[0]:
-            raise ValueError(
-                f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in batch size"
-            )
-        self.pred.append(pred.detach().reshape(pred.shape[0], -1))
-        self.target.append(target.detach().reshape(target.shape[0], -1))
 
     def compute(self) -> Tensor:
         """Score every accumulated row."""

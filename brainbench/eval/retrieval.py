@@ -39,11 +39,10 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import Tensor
-from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from brainbench.errors import ConfigError
-from brainbench.eval.similarity import cosine_similarity_matrix
+from brainbench.eval.similarity import PairedRowsMetric, cosine_similarity_matrix
 from brainbench.eval.specs import MetricSpec
 
 Direction = Literal["brain2image", "image2brain"]
@@ -268,7 +267,7 @@ def retrieval_chance(*, variant: Variant, top_k: int, pool: int, n_items: int) -
     return min(1.0, top_k / (n_items if variant == "full-set" else pool))
 
 
-class BrainImageRetrieval(Metric):
+class BrainImageRetrieval(PairedRowsMetric):
     """Torchmetrics wrapper of :func:`retrieval_accuracy`: accumulates rows, scores them all at ``compute``.
 
     Retrieval is not decomposable over batches (every query is ranked against every candidate), so the
@@ -314,17 +313,6 @@ class BrainImageRetrieval(Metric):
             draws=draws,
             seed=seed,
         )
-        self.add_state("pred", default=[], dist_reduce_fx="cat")
-        self.add_state("target", default=[], dist_reduce_fx="cat")
-
-    def update(self, pred: Tensor, target: Tensor) -> None:
-        """Append a batch: ``pred`` and ``target`` are ``(B, ...)`` with matching rows."""
-        if pred.shape[0] != target.shape[0]:
-            raise ValueError(
-                f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in batch size"
-            )
-        self.pred.append(pred.detach().reshape(pred.shape[0], -1))
-        self.target.append(target.detach().reshape(target.shape[0], -1))
 
     def compute(self) -> Tensor:
         """Score every accumulated row (see :func:`retrieval_accuracy`)."""

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor
+from torchmetrics import Metric
 
 from brainbench.errors import BrainbenchError
 
@@ -77,3 +78,27 @@ def cosine_similarity_matrix(brain: Tensor, image: Tensor, *, block_size: int = 
     """
     blocks = list(similarity_blocks(brain, image, block_size=block_size))
     return torch.cat([block for _, block in blocks], dim=0)
+
+
+class PairedRowsMetric(Metric):
+    """Aligned ``(pred, target)`` rows, flattened per item and concatenated across processes.
+
+    Retrieval and 2-way identification need every row at once, so the state is a list with
+    ``dist_reduce_fx="cat"``.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("pred", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        """Append a batch: ``pred`` and ``target`` are ``(B, ...)`` with matching rows."""
+        if pred.shape[0] != target.shape[0]:
+            raise ValueError(
+                f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in batch size"
+            )
+        self.pred.append(pred.detach().reshape(pred.shape[0], -1))
+        self.target.append(target.detach().reshape(target.shape[0], -1))
