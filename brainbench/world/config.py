@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from brainbench.errors import ConfigError
 
+# Worlds and prepared shards are cached under ``<version>-<preset>``: changing what a preset generates (or the
+# generator itself) must bump this, so no stale cache is ever reused.
 WORLD_VERSION = "v1"
 
 
