@@ -160,6 +160,37 @@ def _quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+def build_trainer(
+    request: BenchRequest, model: DecoderModule, run_dir: Path, config: dict[str, Any]
+) -> tuple[L.Trainer, ModelCheckpoint | None]:
+    """The Lightning trainer of a run, and the callback keeping the best-validation weights if monitored."""
+    best = None
+    if model.monitor is not None:
+        best = ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="best",
+            monitor=model.monitor,
+            mode=model.monitor_mode,
+            save_top_k=1,
+            save_weights_only=True,
+        )
+    trainer = L.Trainer(
+        callbacks=[best] if best else [],
+        enable_checkpointing=best is not None,
+        accelerator=request.accelerator,
+        devices=request.devices,
+        default_root_dir=run_dir,
+        logger=CSVLogger(run_dir, name="logs", version=""),
+        enable_progress_bar=request.progress,
+        enable_model_summary=request.progress,
+        num_sanity_val_steps=0,
+        log_every_n_steps=5,
+        deterministic=False,
+        **(config.get("trainer") or {}),
+    )
+    return trainer, best
+
+
 def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
     """Runs the whole benchmark for one request; returns the leaderboard row and the evaluation."""
     t_start = time.time()
@@ -180,41 +211,16 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
     model: DecoderModule = build_method(config, datamodule.n_voxels, datamodule.target_shapes())
     run_id = new_run_id()
     run_dir = request.runs / run_id
-    callbacks = []
-    if model.monitor is not None:
-        best = ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="best",
-            monitor=model.monitor,
-            mode=model.monitor_mode,
-            save_top_k=1,
-            save_weights_only=True,
-        )
-        callbacks.append(best)
-    trainer = L.Trainer(
-        callbacks=callbacks,
-        enable_checkpointing=bool(callbacks),
-        accelerator=request.accelerator,
-        devices=request.devices,
-        default_root_dir=run_dir,
-        logger=CSVLogger(run_dir, name="logs", version=""),
-        enable_progress_bar=request.progress,
-        enable_model_summary=request.progress,
-        num_sanity_val_steps=0,
-        log_every_n_steps=5,
-        deterministic=False,
-        **(config.get("trainer") or {}),
-    )
+    trainer, best = build_trainer(request, model, run_dir, config)
     _say(request, f"training {model.method_id} ({model.n_parameters():,} parameters), run {run_id}")
     t_train = time.time()
     model.fit(trainer, datamodule)
     train_seconds = time.time() - t_train
-    if callbacks and callbacks[0].best_model_path:  # test the checkpoint chosen on validation, never the last
-        state = torch.load(callbacks[0].best_model_path, map_location="cpu", weights_only=True)
+    if best is not None and best.best_model_path:  # test the checkpoint chosen on validation, never the last
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["state_dict"])
         _say(
-            request,
-            f"kept the checkpoint with the best {model.monitor}: {float(callbacks[0].best_model_score):.4f}",
+            request, f"kept the checkpoint with the best {model.monitor}: {float(best.best_model_score):.4f}"
         )
     predictions = predict_test(trainer, model, datamodule)
     stim_ids = predictions.pop("stim_id").numpy()
