@@ -35,7 +35,8 @@ class Manifest:
         subject: 1-based subject number.
         n_voxels: length ``V`` of every voxel vector in the shards.
         voxel_order: how the voxel vector was enumerated, in words.
-        voxel_ijk: ``V`` grid coordinates ``[i, j, k]`` of the voxels, in vector order.
+        voxel_ijk: ``V`` coordinates ``[i, j, k]`` of the voxels in vector order (grid indices for NSD,
+            scanner mm for GOD), or ``[]`` when the voxels are surface vertices (CC2017 grayordinates).
         rois: ``"<atlas>/<label>"`` -> indices into the voxel vector.
         normalisation: what was done to the raw values (scale, z-scoring, where its statistics live).
         split_name: the split's name, ``shared{n_test_images}@{n_sessions}sess`` for NSD.
@@ -44,6 +45,10 @@ class Manifest:
         source: ``{"root", "adapter", "adapter_version", ...}``; adapters may add their options.
         created: ISO 8601 creation time (UTC).
         schema: manifest format version.
+        zero_shot: the candidate classes of N-way zero-shot classification, shared by every method:
+            ``{"split": "test", "names": [...], "ids": [...], "prompt": "a photo of a {}."}``, where
+            ``ids`` are the category ids of the stimulus store's ``categories``; ``None`` if not defined.
+        timing: for time series (CC2017): ``{"tr_s", "lag_trs", "fps", "frames_per_sample", ...}``.
     """
 
     dataset: str
@@ -60,6 +65,8 @@ class Manifest:
     source: dict[str, Any]
     created: str
     schema: int = MANIFEST_SCHEMA
+    zero_shot: dict[str, Any] | None = None
+    timing: dict[str, Any] | None = None
 
     def save(self, path: str | Path) -> None:
         """Write the manifest as JSON (atomically: temporary file, then rename).
@@ -143,8 +150,19 @@ def _validate(path: Path, raw: dict[str, Any]) -> None:
         if not isinstance(raw[name], kind) or isinstance(raw[name], bool):
             fail(f"manifest field '{name}' should be {kind}, got {type(raw[name]).__name__}")
     n_voxels = raw["n_voxels"]
-    if len(raw["voxel_ijk"]) != n_voxels or any(len(ijk) != 3 for ijk in raw["voxel_ijk"]):
-        fail(f"voxel_ijk must hold {n_voxels} [i, j, k] triples")
+    ijk = raw["voxel_ijk"]
+    if (ijk and len(ijk) != n_voxels) or any(not isinstance(c, list) or len(c) != 3 for c in ijk):
+        fail(f"voxel_ijk must hold {n_voxels} [i, j, k] triples (or be empty for surface vertices)")
+    for name in ("zero_shot", "timing"):
+        if raw.get(name) is not None and not isinstance(raw[name], dict):
+            fail(f"manifest field '{name}' should be an object or null")
+    zero_shot = raw.get("zero_shot") or {}
+    if zero_shot and not (
+        isinstance(zero_shot.get("names"), list)
+        and isinstance(zero_shot.get("ids"), list)
+        and len(zero_shot["names"]) == len(zero_shot["ids"]) > 1
+    ):
+        fail("zero_shot needs equally long 'names' and 'ids' lists of at least 2 classes")
     for roi, idx in raw["rois"].items():
         if not isinstance(idx, list) or any(not isinstance(i, int) or not 0 <= i < n_voxels for i in idx):
             fail(f"ROI '{roi}' must be a list of voxel indices in [0, {n_voxels})")

@@ -4,7 +4,7 @@ A sample is a group of tar members sharing one key (no dots in the key, datasets
 
     <key>.voxels.npy    float16 (V,)   one trial (train/val) or the repeat average (test)
     <key>.meta.json     {"subject", "split", "stim_id", "session", "trial", "n_repeats"}
-    <key>.repeats.npy   float16 (R, V) test samples only: every repeat, chronological
+    <key>.repeats.npy   float16 (R, V) test (and GOD imagery) samples only: every repeat, chronological
 
 Nothing else is allowed in a shard. Samples are decoded from raw bytes with ``np.load(...,
 allow_pickle=False)`` and ``json.loads``; a member that only a pickle-based decoder could read (``.pyd``,
@@ -37,7 +37,8 @@ import webdataset as wds
 from brainbench.data.manifest import Manifest
 from brainbench.errors import BrainbenchError, DataFormatError
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "imagery")
+AVERAGED_SPLITS = ("test", "imagery")  # samples are repeat averages and keep every repeat
 MEMBERS = ("voxels.npy", "meta.json", "repeats.npy")
 _PICKLE_EXTENSIONS = ("pyd", "pickle", "pkl", "pth", "pt", "ckpt", "joblib")
 _META_FIELDS = ("subject", "split", "stim_id", "session", "trial", "n_repeats")
@@ -53,7 +54,7 @@ class Sample:
         split: ``"train"``, ``"val"`` or ``"test"``.
         stim_id: 0-based stimulus id (NSD ``nsdId``), the key into the stimulus store.
         voxels: ``(V,)`` float16; a single trial for train/val, the repeat average for test.
-        repeats: ``(R, V)`` float16 every repeat for test samples, else ``None``.
+        repeats: ``(R, V)`` float16 every repeat for test and imagery samples, else ``None``.
         session: 1-based session number of the trial (of the first repeat for test samples).
         trial: 0-based global (chronological) trial index (of the first repeat for test samples).
         n_repeats: number of trials behind ``voxels`` (1 for train/val).
@@ -115,7 +116,7 @@ def encode_sample(sample: Sample) -> dict[str, Any]:
         "voxels.npy": _npy_bytes(np.asarray(sample.voxels, dtype=np.float16)),
         "meta.json": json.dumps(meta).encode("utf-8"),
     }
-    if sample.split == "test":
+    if sample.split in AVERAGED_SPLITS:
         if sample.repeats is None:
             raise ValueError(f"test sample {sample.key} needs its repeats")
         members["repeats.npy"] = _npy_bytes(np.asarray(sample.repeats, dtype=np.float16))
@@ -277,7 +278,7 @@ def decode_sample(raw: dict[str, Any]) -> Sample:
         raise DataFormatError(url, f"sample '{key}': unknown split {fields['split']!r}", _prepare_fix())
     voxels = _load_npy(url, "voxels.npy", raw["voxels.npy"])
     repeats = None
-    if fields["split"] == "test":
+    if fields["split"] in AVERAGED_SPLITS:
         if "repeats.npy" not in raw:
             raise DataFormatError(
                 url, f"test sample '{key}' lacks member '{key}.repeats.npy'", _prepare_fix()

@@ -27,8 +27,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,9 +38,17 @@ from tqdm.auto import tqdm
 from brainbench.data.manifest import MANIFEST_NAME, Manifest
 from brainbench.data.shards import Sample, SplitWriter, sha256_file
 from brainbench.data.sources import nsd_readers as raw
+from brainbench.data.sources.common import (
+    adapter_source,
+    atomic_output,
+    choose_val_ids,
+    close_writers,
+    existing_manifest,
+    split_writers,
+)
 from brainbench.data.sources.nsd_layout import NsdLayout, subject_dir_name
 from brainbench.data.stimulus_store import write_stimulus_store
-from brainbench.errors import ConfigError, DataFormatError, MissingFileError
+from brainbench.errors import ConfigError, DataFormatError
 
 ADAPTER_VERSION = "1"
 VOXEL_ORDER = "nsdgeneral > 0, C order over (x, y, z) of the func1pt8mm NIfTI grid (z fastest)"
@@ -72,37 +78,6 @@ def zscore_session(psc: np.ndarray, is_train: np.ndarray) -> tuple[np.ndarray, n
     std[zero] = 1.0
     z = ((psc - mean) / std).astype(np.float32)
     return z, mean.astype(np.float32), std.astype(np.float32), int(zero.sum())
-
-
-def _choose_val_images(train_image_ids: np.ndarray, val_fraction: float, seed: int) -> set[int]:
-    """A seeded ``val_fraction`` of the non-shared images (at least one when the fraction is positive)."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    ids = np.sort(np.asarray(train_image_ids, dtype=np.int64))
-    n_val = int(round(val_fraction * len(ids)))
-    if val_fraction > 0 and n_val == 0 and len(ids) > 1:
-        n_val = 1
-    return set(np.random.default_rng(seed).choice(ids, size=n_val, replace=False).tolist())
-
-
-def _existing_manifest(out: Path, source: dict[str, Any], overwrite: bool) -> Manifest | None:
-    """The manifest in ``out`` if prepared identically; raise if ``out`` holds anything else."""
-    if out.is_file():
-        raise ConfigError(f"--out {out} is a file; choose a directory path")
-    if overwrite or not out.exists() or not any(out.iterdir()):
-        return None
-    try:
-        existing = Manifest.load(out / MANIFEST_NAME)
-    except (MissingFileError, DataFormatError):
-        existing = None
-    same_keys = ("root", "adapter", "adapter_version", "options")
-    if existing is not None and all(existing.source.get(k) == source[k] for k in same_keys):
-        log.info("%s already prepared with the same options; reusing it", out)
-        return existing
-    raise ConfigError(
-        f"{out} already holds a different prepared directory (or something else); pass overwrite=True "
-        "(`--overwrite`) to replace it, or choose another --out"
-    )
 
 
 def prepare_nsd(
@@ -153,13 +128,8 @@ def prepare_nsd(
         "dataset": dataset,
         "dataset_version": dataset_version,
     }
-    source = {
-        "root": str(root.resolve()),
-        "adapter": "brainbench.data.sources.nsd",
-        "adapter_version": ADAPTER_VERSION,
-        "options": options,
-    }
-    existing = _existing_manifest(out, source, overwrite)
+    source = adapter_source(root, "brainbench.data.sources.nsd", ADAPTER_VERSION, options)
+    existing = existing_manifest(out, source, overwrite)
     if existing is not None:
         return existing
     layout = NsdLayout(root)
@@ -175,23 +145,10 @@ def prepare_nsd(
         )
     trials = trials[trials["session"].isin(available[:sessions])].reset_index(drop=True)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_output(out) as tmp:
         manifest = _prepare_into(
             tmp, layout, subject, trials, available[:sessions], source, val_fraction, progress
         )
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 
@@ -293,7 +250,7 @@ def _prepare_into(
             layout.stim_info, f"no rows for nsdId {missing_ids[:10]}", "use the matching release"
         )
     trials["shared"] = trials["nsd_id"].isin(shared)
-    val_images = _choose_val_images(
+    val_images = choose_val_ids(
         trials.loc[~trials["shared"], "nsd_id"].unique(), val_fraction, options["seed"]
     )
 
@@ -304,24 +261,13 @@ def _prepare_into(
         raise DataFormatError(roi_path, "no voxel has a label > 0", "use the subject's nsdgeneral ROI file")
     rois = raw.roi_index_lists(layout, subject, voxel_mask)
 
-    writers = {
-        split: SplitWriter(tmp, split, options["samples_per_shard"]) for split in ("train", "val", "test")
-    }
-    try:
-        session_stats = _write_sessions(
+    with split_writers(tmp, ("train", "val", "test"), options["samples_per_shard"]) as writers:
+        test_repeats, means, stds, zero_std, formats = _write_sessions(
             layout, subject, trials, sessions, voxel_mask, val_images, writers, progress
         )
-    except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        raise
-    test_repeats, means, stds, zero_std, formats = session_stats
-    for sample in _test_samples(subject, test_repeats):
-        writers["test"].add(sample)
-    splits = {}
-    for split, writer in writers.items():
-        infos = writer.close()
-        splits[split] = {"n_samples": sum(i["n_samples"] for i in infos), "shards": infos}
+        for sample in _test_samples(subject, test_repeats):
+            writers["test"].add(sample)
+        splits = close_writers(writers)
 
     stim_ids = np.sort(trials["nsd_id"].unique()).astype(np.int64)
     captions, categories, has_categories = raw.read_coco(layout, stim_info, stim_ids)
