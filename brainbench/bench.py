@@ -20,23 +20,25 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from brainbench.backbones.openclip import load_backbone
 from brainbench.data.datamodule import FMRIDataModule
 from brainbench.data.manifest import Manifest
-from brainbench.data.sources.nsd import prepare_nsd
-from brainbench.errors import ConfigError
+from brainbench.data.registry import DATASETS, get_dataset, obtain_raw, prepare
+from brainbench.data.stimulus_store import StimulusStore
+from brainbench.errors import ConfigError, DataFormatError
 from brainbench.eval.evaluator import EvalResult, evaluate
+from brainbench.eval.zeroshot import ZeroShotTask
 from brainbench.leaderboard.store import RunRecord, append_row, new_run_id
 from brainbench.methods import build_method, load_method_config
 from brainbench.methods.base import DecoderModule
-from brainbench.world.build import generate_world, world_root
-from brainbench.world.config import get_world_config
 
-DATASETS = ("world-nsd", "nsd")
+__all__ = ["DATASETS", "BenchRequest", "run_bench", "describe", "format_summary"]
 
 
 def default_home() -> Path:
@@ -51,10 +53,12 @@ class BenchRequest:
     Attributes:
         method: method id (``brainbench list``), e.g. ``litemind``.
         subject: 1-based subject number.
-        dataset: ``world-nsd`` (the embedded world, default) or ``nsd`` (a real copy under ``data_root``).
+        dataset: a name of :data:`brainbench.data.registry.DATASETS`: ``world-nsd`` (the embedded world,
+            default), ``world-god``, ``world-cc2017``, or a real copy under ``data_root`` (``nsd``, ``god``,
+            ``cc2017``).
         config: a config name of the method (``world``, ``nsd``) or a path to a YAML file;
             default: ``world`` for world datasets, else the dataset name.
-        data_root: root of a real dataset copy (required for ``nsd``).
+        data_root: root of a real dataset copy (required for the real datasets).
         world_preset: size of the embedded world (``small``; ``tiny`` for tests).
         backbone: overrides the config's backbone id.
         seed: global seed (data order, initialisation).
@@ -91,27 +95,27 @@ def _say(request: BenchRequest, message: str) -> None:
 
 def prepare_dataset(request: BenchRequest) -> Path:
     """Makes sure the prepared shards of ``(dataset, subject)`` exist and returns their folder."""
-    if request.dataset == "world-nsd":
-        world = get_world_config(request.world_preset)
-        raw_root = world_root(request.home, request.world_preset)
-        _say(request, f"world {world.version}, subject {request.subject} -> {raw_root}")
-        generate_world(raw_root, request.world_preset, [request.subject], progress=request.progress)
-        version = world.version
-    elif request.dataset == "nsd":
-        if request.data_root is None:
-            raise ConfigError("dataset nsd needs --data-root pointing at a copy of the NSD bucket layout")
-        raw_root, version = Path(request.data_root), "nsd-2021"
-    else:
-        raise ConfigError(f"unknown dataset {request.dataset!r}; choose one of {', '.join(DATASETS)}")
+    entry = get_dataset(request.dataset)
+    if entry.is_world:
+        _say(request, f"{entry.name} ({request.world_preset}), subject {request.subject}")
+    raw_root, version, options = obtain_raw(
+        entry,
+        request.subject,
+        home=request.home,
+        preset=request.world_preset,
+        data_root=request.data_root,
+        progress=request.progress,
+    )
     prepared = request.home / "prepared" / f"{request.dataset}-{version}" / f"subj{request.subject:02d}"
     if not (prepared / "manifest.json").is_file():
         _say(request, f"preparing {request.dataset} subject {request.subject} -> {prepared}")
-        prepare_nsd(
+        prepare(
+            entry,
             raw_root,
             request.subject,
             prepared,
-            dataset=request.dataset,
-            dataset_version=version,
+            version=version,
+            options=options,
             progress=request.progress,
         )
     return prepared
@@ -227,7 +231,8 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
     assert datamodule.cache is not None
     targets = datamodule.cache.lookup(stim_ids)
     pool = min(300, len(stim_ids))
-    result = evaluate(predictions, targets, network=backbone, pool=pool)
+    zero_shot = zero_shot_task(manifest, prepared, stim_ids, backbone) if manifest.zero_shot else None
+    result = evaluate(predictions, targets, network=backbone, pool=pool, zero_shot=zero_shot)
     record = replace(
         RunRecord.new(
             method=model.method_id,
@@ -246,7 +251,7 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
         run_id=run_id,
     )
     row = record.to_row(result.values)
-    csv_path = request.leaderboards / manifest.dataset / "retrieval.csv"
+    csv_path = request.leaderboards / manifest.dataset / f"{get_dataset(request.dataset).task}.csv"
     append_row(csv_path, row)
     model.save_pretrained(run_dir / "model")
     (run_dir / "result.json").write_text(
@@ -265,12 +270,42 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
     return row, result
 
 
+def zero_shot_task(
+    manifest: Manifest, prepared: Path, stim_ids: np.ndarray, backbone_id: str
+) -> ZeroShotTask:
+    """The manifest's candidate classes as prompt embeddings, and each test row's true class.
+
+    Raises:
+        DataFormatError: a test stimulus whose category is not among the candidates.
+    """
+    spec = manifest.zero_shot or {}
+    names: list[str] = list(spec["names"])
+    prompt = str(spec.get("prompt", "a photo of a {}."))
+    store_path = prepared / manifest.stimulus_store["path"]
+    with StimulusStore(store_path) as store:
+        categories = [store.categories(int(s)) for s in stim_ids]
+    index = {name: i for i, name in enumerate(names)}
+    unknown = sorted({c[0] if c else "<none>" for c in categories if not c or c[0] not in index})
+    if unknown:
+        raise DataFormatError(
+            store_path,
+            f"test stimuli of categories {unknown[:5]} are not zero-shot candidates {names[:5]}...",
+            "re-run `brainbench prepare` so the store and manifest.zero_shot agree",
+        )
+    backbone = load_backbone(backbone_id)
+    embeddings = backbone.encode_text([prompt.format(name) for name in names]).float()
+    labels = torch.tensor([index[c[0]] for c in categories], dtype=torch.int64)
+    return ZeroShotTask(
+        embeddings, labels, prompt, str(spec.get("split", "test")), backbone.cls_token_is_pooled
+    )
+
+
 def format_summary(result: EvalResult, row: dict[str, Any], leaderboards: Path) -> str:
     """A short table of the headline numbers (top-1 and 2-way) with their chance levels."""
     lines = [
         f"\n{row['method']} on {row['dataset']} {row['dataset_version']} {row['subject']} "
         f"({row['split']}): trained in {row['train_seconds']:.0f}s, run {row['run_id']}",
-        f"row appended to {leaderboards / str(row['dataset']) / 'retrieval.csv'}",
+        f"row appended to {leaderboards / str(row['dataset']) / get_dataset(str(row['dataset'])).task}.csv",
         f"{'metric':<72} {'value':>8} {'chance':>8} {'x chance':>9}",
     ]
     for key in sorted(result.values):

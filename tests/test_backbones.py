@@ -156,3 +156,10 @@ def test_vit_b_32_random_info():
     assert built_seconds < 30  # a guard: ~2-3 s on 2 busy cores
     out = backbone.forward_features(torch.zeros(1, 224, 224, 3, dtype=torch.uint8))
     assert out["clip_tokens"].shape == (1, 50, 512) and out["clip_image"].shape == (1, 512)
+
+
+def test_cls_token_is_the_pooled_embedding(backbone, images):
+    """Zero-shot scores token 0 of clip_tokens as the image embedding; true for class-token pooling."""
+    assert backbone.cls_token_is_pooled
+    out = backbone.forward_features(images)
+    torch.testing.assert_close(out["clip_tokens"][:, 0], out["clip_image"])

@@ -5,6 +5,7 @@ The prepared directory comes from ``tests/data/nsd/make_fixture.py`` through the
 """
 
 import importlib.util
+import io
 import os
 import shutil
 import tarfile
@@ -239,3 +240,54 @@ def test_paths_in_the_cache_record(prepared):
     assert record["dtype"] == "float16" and record["n_stimuli"] == 16
     assert cache_dir_for(prepared["dir"], "ViT-L-14:/weights/x.pt").name == "ViT-L-14_weights_x.pt"
     assert os.sep not in cache_dir_for(prepared["dir"], BACKBONE).name
+
+
+def _served(directory):
+    """An HTTP server on localhost serving ``directory`` (a thread; shut down by the caller)."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("scheme", ["pipe", "http"])
+def test_streamed_shards_give_the_same_samples(datamodule, prepared, scheme):
+    directory = prepared["dir"]
+    server = _served(directory) if scheme == "http" else None
+    try:
+        url = f"http://127.0.0.1:{server.server_port}" if server else f"pipe:cat {directory}/{{path}}"
+        streamed = make_datamodule(directory, shard_url=url)
+        streamed.setup("fit")
+        assert streamed.shard_urls("val")[0].startswith("http://" if server else "pipe:cat ")
+        for loader in ("val_dataloader", "test_dataloader"):
+            got = loader_items(getattr(streamed, loader)())
+            want = loader_items(getattr(datamodule, loader)())
+            assert [s for s, _ in got] == [s for s, _ in want]
+            for (_, a), (_, b) in zip(got, want, strict=True):
+                np.testing.assert_array_equal(a, b)
+        train = sample_keys(loader_items(streamed.train_dataloader()))
+        assert train == sample_keys((s.stim_id, s.voxels) for s in prepared["samples"]["train"])
+    finally:
+        if server:
+            server.shutdown()
+
+
+def test_streamed_truncated_shard_is_reported(prepared, tmp_path):
+    directory = copy_prepared(prepared, tmp_path)
+    shard = directory / prepared["manifest"].splits["val"]["shards"][0]["path"]
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(shard, "w") as tar:  # drop the last sample (its 2 members)
+        for member, data in members[:-2]:
+            tar.addfile(member, io.BytesIO(data))
+    streamed = make_datamodule(directory, shard_url=f"pipe:cat {directory}/{{path}}")
+    with pytest.raises(DataFormatError, match="the manifest says"):
+        loader_items(streamed.val_dataloader())

@@ -76,6 +76,11 @@ class ImageBackbone(nn.Module):
             n_layers=len(visual.transformer.resblocks),
         )
 
+    @property
+    def cls_token_is_pooled(self) -> bool:
+        """Whether ``clip_tokens[:, 0]`` is the pooled ``clip_image`` (open_clip ``pool_type="tok"``)."""
+        return self.model.visual.pool_type == "tok"
+
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, H, W, 3)`` or float ``(B, 3, H, W)`` in [0, 1] -> normalised model input.
 

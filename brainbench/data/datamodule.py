@@ -7,6 +7,11 @@ split by node and by worker (webdataset ``split_by_node`` / ``split_by_worker``)
 one CPU process, DDP and multi-node runs. Train and validation samples are single trials; test samples are
 the repeat averages.
 
+Shards are read from the prepared folder, or streamed from anywhere webdataset can open (``shard_url``:
+``http(s)://`` and ``pipe:`` URLs, e.g. ``pipe:curl -s https://host/prepared/subj01/{path}``), so a
+multi-node run streams the same shards without copying them; the manifest, stimulus store and feature
+cache stay local.
+
 Lightning contract (as in torchgeo): :meth:`prepare_data` runs once per node and computes the feature cache;
 :meth:`setup` runs on every process and only opens files.
 """
@@ -42,7 +47,10 @@ class FMRIDataModule(L.LightningDataModule):
         num_workers: DataLoader workers (0 = main process; shards are split across workers).
         shuffle_buffer: webdataset shuffle buffer for training samples.
         seed: seed of shard and sample shuffling.
-        verify: check the shards' sha256 against the manifest in :meth:`setup`.
+        verify: check the shards' sha256 against the manifest in :meth:`setup` (local shards only; streamed
+            shards are checked by their per-shard sample counts).
+        shard_url: stream shards from here instead of ``data_dir``: a prefix the manifest's shard paths are
+            appended to, or a template with ``{path}``; ``None`` reads the local files.
     """
 
     def __init__(
@@ -55,6 +63,7 @@ class FMRIDataModule(L.LightningDataModule):
         shuffle_buffer: int = 2000,
         seed: int = 0,
         verify: bool = True,
+        shard_url: str | None = None,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -65,6 +74,7 @@ class FMRIDataModule(L.LightningDataModule):
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
         self.verify = verify
+        self.shard_url = shard_url
         self.manifest = Manifest.load(self.data_dir)
         self.cache: FeatureCache | None = None
 
@@ -92,7 +102,7 @@ class FMRIDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Opens the feature cache (and verifies shard checksums once)."""
         if self.cache is None:
-            if self.verify:
+            if self.verify and self.shard_url is None:
                 verify_checksums(self.data_dir, self.manifest)
             self.cache = FeatureCache(cache_dir_for(self.data_dir, self.backbone_id), self.target_names)
 
@@ -133,7 +143,7 @@ class FMRIDataModule(L.LightningDataModule):
             raise ConfigError(
                 f"{self.data_dir} has no {split!r} samples (splits: {list(self.manifest.splits)})"
             )
-        urls = [str(p) for p in self.manifest.shard_paths(split, self.data_dir)]
+        urls = self.shard_urls(split)
         stages: list[Any] = [wds.SimpleShardList(urls)]
         if shuffle:
             stages.append(wds.shuffle(len(urls), rng=random.Random(self.seed)))
@@ -160,15 +170,24 @@ class FMRIDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    def shard_urls(self, split: str) -> list[str]:
+        """Where each shard of ``split`` is read from: local paths, or ``shard_url`` joined with its path."""
+        paths = [shard["path"] for shard in self.manifest.splits[split]["shards"]]
+        if self.shard_url is None:
+            return [str(self.data_dir / path) for path in paths]
+        if "{path}" in self.shard_url:
+            return [self.shard_url.replace("{path}", path) for path in paths]
+        return [f"{self.shard_url.rstrip('/')}/{path}" for path in paths]
+
     def _count_check(self, split: str) -> Callable[[Iterable[dict[str, Any]]], Iterator[dict[str, Any]]]:
         """A pipeline stage raising when a shard yields another sample count than the manifest lists.
 
         Python's tarfile stops at the first damaged member header as if the archive ended there, so without
         this check a corrupt shard silently loses samples when ``verify=False`` (as in ``iter_split``).
         """
-        paths = self.manifest.shard_paths(split, self.data_dir)
         shards = self.manifest.splits[split]["shards"]
-        expected = {str(path): int(info["n_samples"]) for path, info in zip(paths, shards, strict=True)}
+        urls = self.shard_urls(split)
+        expected = {url: int(info["n_samples"]) for url, info in zip(urls, shards, strict=True)}
 
         def check(url: str | None, count: int) -> None:
             if url is not None and count != expected.get(url, count):

@@ -6,13 +6,16 @@ For every name present in both ``predictions`` and ``targets`` (e.g. ``clip_imag
 
 - retrieval (``brainbench.eval.retrieval``), both directions × both pooled variants × top-1/top-5 in the pool,
   plus full-set top-1 in both directions;
-- exhaustive 2-way identification (``brainbench.eval.identification``).
+- exhaustive 2-way identification (``brainbench.eval.identification``);
+- with a :class:`~brainbench.eval.zeroshot.ZeroShotTask`, N-way zero-shot top-1 (and top-5 when N > 5) of the
+  pooled image embedding against the class prompts (``brainbench.eval.zeroshot``).
 
 Metric id naming (grammar ``<metric>[/<network>]@v<N>``, see ``brainbench.eval.specs``)::
 
     retrieval_<dir>_top<k>_<variant><pool>/<network>.<prediction>@v<N>
     retrieval_<dir>_top1_full/<network>.<prediction>@v<N>
     identification_2way/<network>.<prediction>@v<N>
+    zeroshot_top<k>_<C>way/<network>.<clip_image|clip_tokens_cls>@v<N>
 
     <dir>     b2i = brain2image (given a brain prediction, rank the images)
               i2b = image2brain (given an image, rank the brain predictions)
@@ -44,6 +47,7 @@ from brainbench.eval.retrieval import (
 )
 from brainbench.eval.similarity import cosine_similarity_matrix
 from brainbench.eval.specs import MetricSpec
+from brainbench.eval.zeroshot import ZeroShotTask, pooled_prediction, zero_shot_accuracy, zero_shot_spec
 
 POOLED_VARIANTS: tuple[Variant, ...] = ("shared-subset", "per-query")
 
@@ -80,6 +84,7 @@ def evaluate(
     draws: int = 30,
     seed: int = 42,
     block_size: int = 1024,
+    zero_shot: ZeroShotTask | None = None,
 ) -> EvalResult:
     """Score every prediction that has a target, in the embedding space ``network``.
 
@@ -92,6 +97,7 @@ def evaluate(
         draws: shared subsets / per-query seeds averaged over.
         seed: base seed of both pooled variants.
         block_size: rows processed at once.
+        zero_shot: candidate classes and true labels of the rows, for zero-shot classification.
 
     Returns:
         The :class:`EvalResult`; metric ids as in the module docstring.
@@ -155,4 +161,26 @@ def evaluate(
         result._add(
             identification_spec(network=space, n_items=n), float(identification), IDENTIFICATION_CHANCE
         )
+    if zero_shot is not None:
+        _add_zero_shot(result, predictions, zero_shot, network)
     return result
+
+
+def _add_zero_shot(
+    result: EvalResult, predictions: Mapping[str, Tensor], task: ZeroShotTask, network: str
+) -> None:
+    pooled = pooled_prediction(predictions, task)
+    if pooled is None:
+        raise ConfigError(
+            "zero-shot needs a pooled image embedding: a clip_image prediction, or clip_tokens from a "
+            "backbone that pools by its class token\n  fix: add clip_image to the method's targets"
+        )
+    name, embedding = pooled
+    n_classes = int(task.class_embeddings.shape[0])
+    for top_k in (1, 5) if n_classes > 5 else (1,):
+        value = zero_shot_accuracy(embedding, task.class_embeddings, task.labels, top_k=top_k)
+        space = f"{network}.{name}"
+        spec = zero_shot_spec(
+            network=space, n_classes=n_classes, top_k=top_k, prompt=task.prompt, split=task.split
+        )
+        result._add(spec, float(value), top_k / n_classes)
