@@ -13,7 +13,11 @@ EXAMPLES = """examples:
   brainbench bench --method litemind --subject 1          # embedded world, generated on first use
   brainbench bench --method ridge --subject 1 --seed 1
   brainbench bench --method litemind --dataset nsd --data-root /data/nsd --backbone ViT-L-14:openai
+  brainbench bench --method litemind --dataset world-god --subject 1   # zero-shot on held-out categories
   brainbench prepare nsd --root /data/nsd --subject 1 --out /data/prepared/nsd/subj01
+  brainbench prepare god --root /data/god --subject 1 --out /data/prepared/god/subj01 --image-size 224
+  brainbench prepare cc2017 --root /data/cc2017 --subject 1 --out /data/prepared/cc2017/subj01
+  brainbench prepare mindeye --root /data/mindeyev2 --subject 1 --out /data/prepared/me2/subj01
   brainbench world generate --preset small --subjects 1 2 5 7
   brainbench describe litemind --scale nsd
   brainbench list
@@ -45,16 +49,42 @@ def _add_world(sub: argparse._SubParsersAction) -> None:
     cal.add_argument("--subject", type=int, default=1)
 
 
+def _add_common_prepare(parser: argparse.ArgumentParser, root_help: str) -> None:
+    parser.add_argument("--root", type=Path, required=True, help=root_help)
+    parser.add_argument("--subject", type=int, required=True, help="1-based subject number")
+    parser.add_argument("--out", type=Path, required=True, help="prepared output folder")
+    parser.add_argument("--val-fraction", type=float, default=0.05, help="share of training stimuli held out")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing prepared folder")
+
+
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
     prep = sub.add_parser("prepare", help="raw dataset layout -> webdataset shards + manifest")
     psub = prep.add_subparsers(dest="dataset", required=True)
     nsd = psub.add_parser("nsd", help="an NSD copy (the bucket layout) or the world's NSD-layout output")
-    nsd.add_argument("--root", type=Path, required=True, help="folder holding nsddata/, nsddata_betas/, ...")
-    nsd.add_argument("--subject", type=int, required=True, help="1-based subject number")
-    nsd.add_argument("--out", type=Path, required=True, help="prepared output folder")
-    nsd.add_argument("--sessions", type=int, default=None, help="use only the first N sessions")
+    _add_common_prepare(nsd, "folder holding nsddata/, nsddata_betas/, nsddata_stimuli/")
+    nsd.add_argument(
+        "--sessions", type=int, default=None, help="use only the first N sessions (37: shared982)"
+    )
     nsd.add_argument("--dataset-name", default="nsd", help="dataset id recorded in the manifest")
-    nsd.add_argument("--overwrite", action="store_true", help="replace an existing prepared folder")
+    god = psub.add_parser("god", help="Generic Object Decoding: bdpy SubjectN.h5 + stimulus tsv files")
+    _add_common_prepare(god, "folder holding SubjectN.h5, stimulus_ImageNet*.tsv, ImageNetTest_synset.xlsx")
+    god.add_argument("--roi", default="VC", help="ROI flag selecting the voxels (VC, LVC, HVC, V1, ...)")
+    god.add_argument("--images", type=Path, default=None, help="image folder (default: ROOT/images)")
+    god.add_argument("--image-size", type=int, default=None, help="resize images to this square size")
+    god.add_argument("--dataset-name", default="god", help="dataset id recorded in the manifest")
+    cc = psub.add_parser("cc2017", help="CC2017 video fMRI (Wen et al. 2018): CIFTI runs + mp4 movies")
+    _add_common_prepare(cc, "folder holding video_fmri_dataset/")
+    cc.add_argument("--lag-trs", type=int, default=2, help="hemodynamic delay in TRs (2 = 4 s)")
+    cc.add_argument("--volumes-per-run", type=int, default=240, help="volumes kept per run (240 = 8 min)")
+    cc.add_argument("--fps", type=int, default=3, help="frames sampled per second of movie")
+    cc.add_argument("--frame-size", type=int, default=None, help="resize frames to this square size")
+    cc.add_argument("--p-value", type=float, default=0.05, help="Bonferroni p of the voxel selection")
+    cc.add_argument("--dataset-name", default="cc2017", help="dataset id recorded in the manifest")
+    me = psub.add_parser("mindeye", help="MindEye1 webdataset_avg_split or MindEye2 wds/ downloads")
+    _add_common_prepare(me, "folder holding webdataset_avg_split/ (MindEye1) or wds/ (MindEye2)")
+    me.add_argument("--version", default="auto", choices=["auto", "1", "2"], help="MindEye release")
+    me.add_argument("--test-set", default="new_test", help="MindEye2 test tar folder: new_test or test")
+    me.add_argument("--image-size", type=int, default=None, help="resize images to this square size")
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -66,7 +96,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
     bench.add_argument("--method", required=True, help="method id (see `brainbench list`)")
     bench.add_argument("--subject", type=int, default=1)
-    bench.add_argument("--dataset", default="world-nsd", help="world-nsd (default) or nsd")
+    bench.add_argument(
+        "--dataset",
+        default="world-nsd",
+        help="world-nsd (default), world-god, world-cc2017; real copies (with --data-root): nsd, god, cc2017",
+    )
     bench.add_argument("--config", default=None, help="config name (world, nsd) or path to a YAML file")
     bench.add_argument("--data-root", type=Path, default=None, help="root of a real dataset copy")
     bench.add_argument("--world-preset", default="small", help="embedded world size (small, tiny)")
@@ -102,6 +136,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _prepare(args: argparse.Namespace) -> object:
+    common = {"val_fraction": args.val_fraction, "overwrite": args.overwrite}
+    if args.dataset == "nsd":
+        from brainbench.data.sources.nsd import prepare_nsd
+
+        return prepare_nsd(
+            args.root, args.subject, args.out, sessions=args.sessions, dataset=args.dataset_name, **common
+        )
+    if args.dataset == "god":
+        from brainbench.data.sources.god import prepare_god
+
+        return prepare_god(
+            args.root,
+            args.subject,
+            args.out,
+            roi=args.roi,
+            images=args.images,
+            image_size=args.image_size,
+            dataset=args.dataset_name,
+            **common,
+        )
+    if args.dataset == "cc2017":
+        from brainbench.data.sources.cc2017 import prepare_cc2017
+
+        return prepare_cc2017(
+            args.root,
+            args.subject,
+            args.out,
+            lag_trs=args.lag_trs,
+            volumes_per_run=args.volumes_per_run,
+            fps=args.fps,
+            frame_size=args.frame_size,
+            p_value=args.p_value,
+            dataset=args.dataset_name,
+            **common,
+        )
+    from brainbench.data.sources.mindeye import prepare_mindeye
+
+    return prepare_mindeye(
+        args.root,
+        args.subject,
+        args.out,
+        version=args.version,
+        test_set=args.test_set,
+        image_size=args.image_size,
+        **common,
+    )
+
+
 def _run(args: argparse.Namespace) -> None:
     if args.command == "world":
         from brainbench.world import clip
@@ -130,16 +213,7 @@ def _run(args: argparse.Namespace) -> None:
         else:
             print(json.dumps(clip.load_world_clip_card(), indent=2))
     elif args.command == "prepare":
-        from brainbench.data.sources.nsd import prepare_nsd
-
-        manifest = prepare_nsd(
-            args.root,
-            args.subject,
-            args.out,
-            sessions=args.sessions,
-            dataset=args.dataset_name,
-            overwrite=args.overwrite,
-        )
+        manifest = _prepare(args)
         print(
             f"prepared {manifest.dataset} subject {manifest.subject}: {manifest.n_voxels} voxels, "
             f"split {manifest.split_name}, "
