@@ -42,6 +42,7 @@ class DatasetEntry:
         world: ``module:function`` generating the world (``(root, preset, subjects, progress) -> root``), or
             ``None`` for real data.
         world_folder: folder name stem under ``<home>/worlds`` (the version is appended).
+        world_config: ``module:function`` giving a preset's config (its ``.version`` names the folder).
         real_version: dataset version recorded for a real copy.
         options: extra adapter options.
     """
@@ -51,6 +52,7 @@ class DatasetEntry:
     task: str
     world: str | None = None
     world_folder: str = ""
+    world_config: str = ""
     real_version: str = ""
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -69,6 +71,7 @@ DATASETS: dict[str, DatasetEntry] = {
             "retrieval",
             world="brainbench.world.build:generate_world",
             world_folder="world-nsd",
+            world_config="brainbench.world.config:get_world_config",
         ),
         DatasetEntry(
             "world-god",
@@ -76,6 +79,7 @@ DATASETS: dict[str, DatasetEntry] = {
             "zeroshot",
             world="brainbench.world.god:generate_world_god",
             world_folder="world-god",
+            world_config="brainbench.world.god:get_god_config",
         ),
         DatasetEntry(
             "world-cc2017",
@@ -83,6 +87,7 @@ DATASETS: dict[str, DatasetEntry] = {
             "video",
             world="brainbench.world.cc2017:generate_world_cc2017",
             world_folder="world-cc2017",
+            world_config="brainbench.world.cc2017:get_cc2017_config",
         ),
         DatasetEntry("nsd", "brainbench.data.sources.nsd:prepare_nsd", "retrieval", real_version="nsd-2021"),
         DatasetEntry("god", "brainbench.data.sources.god:prepare_god", "zeroshot", real_version="god-v2"),
@@ -111,13 +116,18 @@ def _resolve(target: str) -> Callable[..., Any]:
 
 def world_version(entry: DatasetEntry, preset: str) -> str:
     """The version a world preset writes (e.g. ``v1-small``), without generating anything."""
-    module = importlib.import_module(entry.world.split(":")[0]) if entry.world else None
-    version_of = getattr(module, "world_version_of", None)
-    if version_of is None:
-        from brainbench.world.config import get_world_config
+    return str(_resolve(entry.world_config)(preset).version)
 
-        return get_world_config(preset).version
-    return str(version_of(preset))
+
+def _adapter_options(record: dict[str, Any]) -> dict[str, Any]:
+    """Adapter options a world needs, read from its ``brainbench_world.json`` (e.g. ``volumes_per_run``)."""
+    options = dict(record.get("adapter_options", {}))
+    timing = record.get("timing") or {}
+    if "volumes_per_run" in timing:
+        options.setdefault("volumes_per_run", int(timing["volumes_per_run"]))
+    if "lag_trs" in timing:
+        options.setdefault("lag_trs", int(timing["lag_trs"]))
+    return options
 
 
 def obtain_raw(
@@ -139,7 +149,7 @@ def obtain_raw(
     assert entry.world is not None
     _resolve(entry.world)(root, preset, [subject], progress=progress)
     record = json.loads((root / WORLD_FILE).read_text())
-    options = {**entry.options, **record.get("adapter_options", {})}
+    options = {**entry.options, **_adapter_options(record)}
     return root, str(record["version"]), options
 
 
