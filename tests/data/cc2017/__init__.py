@@ -1,0 +1,1 @@
+"""CC2017 raw-layout fixture writer (see make_fixture.py)."""
