@@ -83,8 +83,22 @@ class Scene:
     objects: tuple[SceneObject, ...]
 
 
-def sample_scene(rng: np.random.Generator, n_objects: int | None = None) -> Scene:
-    """Draws a random scene: 1-3 objects (40/35/25 %) in distinct positions, largest drawn first."""
+def sample_scene(
+    rng: np.random.Generator, n_objects: int | None = None, category: str | None = None
+) -> Scene:
+    """Draws a random scene: 1-3 objects (40/35/25 %) in distinct positions, largest drawn first.
+
+    Args:
+        rng: the scene's generator.
+        n_objects: number of objects; drawn when ``None``.
+        category: if given, every object is of this category (no category is drawn, so the other
+            attributes come from a different stream than the unforced scene's); ``None`` draws each one.
+
+    Raises:
+        ValueError: ``category`` is not a world category.
+    """
+    if category is not None and category not in CATEGORIES:
+        raise ValueError(f"unknown world category {category!r}; see brainbench.world.shapes.CATEGORY_NAMES")
     if n_objects is None:
         n_objects = int(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25]))
     background = str(rng.choice(list(BACKGROUNDS)))
@@ -96,7 +110,7 @@ def sample_scene(rng: np.random.Generator, n_objects: int | None = None) -> Scen
         colour = str(rng.choice(list(COLOURS)))
         objects.append(
             SceneObject(
-                category=str(rng.choice(CATEGORY_NAMES)),
+                category=str(rng.choice(CATEGORY_NAMES)) if category is None else category,
                 colour=colour,
                 texture=str(rng.choice(TEXTURES, p=[0.4, 0.2, 0.2, 0.2])),
                 size=str(
@@ -203,10 +217,16 @@ def write_captions(scene: Scene, rng: np.random.Generator, n_captions: int) -> l
     return captions
 
 
-def generate_scene(seed: int, index: int, image_size: int) -> tuple[np.ndarray, list[str], Scene]:
-    """Image, captions and scene of stimulus ``index`` of the world with ``seed`` (order independent)."""
+def generate_scene(
+    seed: int, index: int, image_size: int, category: str | None = None, n_objects: int | None = None
+) -> tuple[np.ndarray, list[str], Scene]:
+    """Image, captions and scene of stimulus ``index`` of the world with ``seed`` (order independent).
+
+    ``category`` and ``n_objects`` force the scene's content (see :func:`sample_scene`); left ``None`` the
+    scene is the world's stimulus ``index`` itself.
+    """
     rng = np.random.default_rng([seed, index])
-    scene = sample_scene(rng)
+    scene = sample_scene(rng, n_objects=n_objects, category=category)
     image = render_scene(scene, image_size, rng)
     captions = write_captions(scene, rng, int(rng.integers(1, 6)))
     return image, captions, scene
