@@ -27,14 +27,22 @@ EXAMPLES = """examples:
 def _add_world(sub: argparse._SubParsersAction) -> None:
     world = sub.add_parser("world", help="the embedded world: generate it, train its CLIP, show its card")
     wsub = world.add_subparsers(dest="world_command", required=True)
-    gen = wsub.add_parser("generate", help="write the world in the NSD raw layout (resumable)")
+    gen = wsub.add_parser(
+        "generate", help="write a world in a real raw layout: NSD, GOD or CC2017 (resumable)"
+    )
+    gen.add_argument(
+        "--dataset",
+        default="world-nsd",
+        choices=["world-nsd", "world-god", "world-cc2017"],
+        help="which layout",
+    )
     gen.add_argument("--preset", default="small", help="world size: small (default) or tiny")
     gen.add_argument("--subjects", type=int, nargs="+", default=[1], help="subjects to simulate (1-8)")
     gen.add_argument(
         "--root",
         type=Path,
         default=None,
-        help="output folder (default: $BRAINBENCH_HOME/worlds/world-nsd-<version>)",
+        help="output folder (default: $BRAINBENCH_HOME/worlds/<dataset>-<version>)",
     )
     train = wsub.add_parser("train-clip", help="train the world CLIP (run once; ~1 h on 2 cores)")
     train.add_argument("--out", type=Path, required=True, help="output open_clip local-dir folder")
@@ -191,9 +199,10 @@ def _run(args: argparse.Namespace) -> None:
 
         if args.world_command == "generate":
             from brainbench.bench import default_home
-            from brainbench.world.build import generate_world, world_root
+            from brainbench.data.registry import generate_world_dataset
 
-            generate_world(args.root or world_root(default_home(), args.preset), args.preset, args.subjects)
+            root = generate_world_dataset(args.dataset, args.preset, args.subjects, default_home(), args.root)
+            print(f"{args.dataset} ({args.preset}) subjects {args.subjects} ready at {root}")
         elif args.world_command == "train-clip":
             from brainbench.world.train_clip import train_world_clip
 

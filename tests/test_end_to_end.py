@@ -107,3 +107,17 @@ def test_corrupt_shard_is_reported(bench_runs: dict, tmp_path: Path) -> None:
 def test_unknown_subject_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="subjects 1..8"):
         run_bench(_request(tmp_path, "ridge", subject=9))
+
+
+ZERO_SHOT = "zeroshot_top1_15way/world-clip:v1.clip_tokens_cls@v1"
+
+
+def test_world_god_zero_shot_on_held_out_categories(tmp_path: Path) -> None:
+    """world-god (GOD layout) -> GOD adapter -> ridge -> 15-way zero-shot over categories never trained on."""
+    row, result = run_bench(_request(tmp_path, "ridge", dataset="world-god"))
+    table = pd.read_csv(tmp_path / "leaderboards" / "world-god" / "zeroshot.csv")
+    assert list(table["method"]) == ["ridge"] and table["split"].iloc[0] == "god-test30x35/test"
+    assert result.chance[ZERO_SHOT] == pytest.approx(1 / 15)
+    assert result.specs[ZERO_SHOT].params["prompt"] == "a photo of a {}."
+    # Measured (ridge is closed form): 0.333 = 5x chance; a broken label or prompt path gives about 1/15.
+    assert row[ZERO_SHOT] >= 0.2

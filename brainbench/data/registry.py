@@ -130,6 +130,26 @@ def _adapter_options(record: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+def world_root_of(entry: DatasetEntry, preset: str, home: Path) -> Path:
+    """Where a world preset lives under a brainbench home: ``<home>/worlds/<folder>-<version>``."""
+    return home / "worlds" / f"{entry.world_folder}-{world_version(entry, preset)}"
+
+
+def generate_world_dataset(
+    name: str, preset: str, subjects: list[int], home: Path, root: Path | None = None, progress: bool = True
+) -> Path:
+    """Generates (or completes) world dataset ``name`` for ``subjects``; returns its root."""
+    entry = get_dataset(name)
+    if not entry.is_world:
+        raise ConfigError(
+            f"{name} is not an embedded world; worlds are {[n for n in DATASETS if 'world' in n]}"
+        )
+    root = root or world_root_of(entry, preset, home)
+    assert entry.world is not None
+    _resolve(entry.world)(root, preset, subjects, progress=progress)
+    return root
+
+
 def obtain_raw(
     entry: DatasetEntry, subject: int, *, home: Path, preset: str, data_root: Path | None, progress: bool
 ) -> tuple[Path, str, dict[str, Any]]:
@@ -145,9 +165,7 @@ def obtain_raw(
                 f"(see data_cards/{entry.name}.md); the embedded world version is world-{entry.name}"
             )
         return Path(data_root), entry.real_version, dict(entry.options)
-    root = home / "worlds" / f"{entry.world_folder}-{world_version(entry, preset)}"
-    assert entry.world is not None
-    _resolve(entry.world)(root, preset, [subject], progress=progress)
+    root = generate_world_dataset(entry.name, preset, [subject], home, progress=progress)
     record = json.loads((root / WORLD_FILE).read_text())
     options = {**entry.options, **_adapter_options(record)}
     return root, str(record["version"]), options
