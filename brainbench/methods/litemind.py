@@ -43,7 +43,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from brainbench.eval.retrieval import BrainImageRetrieval
 from brainbench.methods.base import DecoderModule
 
 
@@ -169,7 +168,7 @@ class LiteMind(DecoderModule):
         "model selection instead of the script's test-set selection"
     )
     predicts = ("clip_tokens",)
-    monitor = "val_top1_full"  # brain->image top-1 among all validation trials; val loss bottoms out early
+    monitor = "val_inbatch_top1"  # brain->image top-1 on validation; single-trial val loss bottoms out early
     monitor_mode = "max"
 
     def __init__(
@@ -226,7 +225,6 @@ class LiteMind(DecoderModule):
         self.head_norm = nn.LayerNorm(n_tokens_out, eps=1e-6)
         self.head = nn.Linear(self.n_patches, dim_out)
         self.apply(_init_weights)
-        self.val_retrieval = BrainImageRetrieval(direction="brain2image", variant="full-set")
 
     def forward(self, voxels: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(B, V)`` voxels -> ``{"clip_tokens": (B, T, D)}``."""
@@ -246,7 +244,7 @@ class LiteMind(DecoderModule):
         logits = self.hparams.logit_scale * target @ pred.T
         return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
 
-    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         pred = self(batch["voxels"])["clip_tokens"]
         loss = self.contrastive_loss(pred, batch["clip_tokens"])
         with torch.no_grad():
@@ -262,18 +260,15 @@ class LiteMind(DecoderModule):
             batch_size=len(pred),
             sync_dist=stage != "train",
         )
-        return loss, pred
+        return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """InfoNCE loss of a training batch."""
-        return self._step(batch, "train")[0]
+        return self._step(batch, "train")
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """InfoNCE loss and in-batch top-1 of a validation batch; rows kept for the all-trials top-1."""
-        loss, pred = self._step(batch, "val")
-        self.val_retrieval.update(pred, batch["clip_tokens"])
-        self.log("val_top1_full", self.val_retrieval, prog_bar=True, batch_size=len(batch["voxels"]))
-        return loss
+        """InfoNCE loss and in-batch top-1 of a validation batch."""
+        return self._step(batch, "val")
 
     def configure_optimizers(self) -> dict:
         """AdamW with a linear warm-up then cosine decay to ``min_lr``, stepped per batch."""
