@@ -271,3 +271,33 @@ def test_sprite_matte_reproduces_the_still_render():
     assert np.abs(composite - still).max() <= 2.0
     alpha = sprite[..., 3]
     assert 0.05 < alpha.mean() < 0.6 and alpha.min() == 0.0 and alpha.max() == pytest.approx(1.0, abs=0.01)
+
+
+# --- read back by the real adapter --------------------------------------------------------------------------
+
+
+def test_the_cc2017_adapter_reads_the_world(world, tmp_path):
+    """The world's raw CC2017 layout through ``prepare_cc2017``, options only from the world's timing record.
+
+    The tiny world has 3 training movies, too few for a Bonferroni t-test at p < 0.05 (2 degrees of freedom),
+    so this test loosens ``p_value``; the small preset (8 movies) passes with the adapter's defaults.
+    """
+    from brainbench.data.registry import _adapter_options
+    from brainbench.data.shards import iter_split
+    from brainbench.data.sources.cc2017 import prepare_cc2017
+
+    record = json.loads((world / "brainbench_world.json").read_text())
+    options = _adapter_options(record)
+    assert options == {"volumes_per_run": 12, "lag_trs": 2}
+    manifest = prepare_cc2017(
+        world, 1, tmp_path / "prepared", p_value=1.0, val_fraction=0.34, progress=False, **options
+    )
+    assert manifest.timing["lag_trs"] == 2 and manifest.timing["volumes_per_run"] == 12
+    assert manifest.split_name == "cc2017-test24x10"
+    counts = {split: info["n_samples"] for split, info in manifest.splits.items()}
+    assert counts == {"train": 2 * 12 * 2, "val": 1 * 12 * 2, "test": 2 * 12}  # movies x windows x repeats
+    for sample in iter_split(tmp_path / "prepared", manifest, "test"):
+        assert sample.repeats.shape == (10, manifest.n_voxels)
+        np.testing.assert_allclose(
+            sample.voxels.astype(np.float32), sample.repeats.astype(np.float32).mean(axis=0), atol=2e-3
+        )
