@@ -68,6 +68,8 @@ class BenchRequest:
         accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
         devices: Lightning devices.
         num_workers: DataLoader workers.
+        val_fraction: share of the training stimuli (images, GOD categories, CC2017 movies) held out for
+            validation when the dataset is prepared; ``None`` keeps the adapter's default (5 %).
         progress: progress bars and messages.
     """
 
@@ -85,6 +87,7 @@ class BenchRequest:
     accelerator: str = "auto"
     devices: int | str = 1
     num_workers: int = 0
+    val_fraction: float | None = None
     progress: bool = True
 
 
@@ -106,18 +109,21 @@ def prepare_dataset(request: BenchRequest) -> Path:
         data_root=request.data_root,
         progress=request.progress,
     )
+    if request.val_fraction is not None:
+        options["val_fraction"] = request.val_fraction
     prepared = request.home / "prepared" / f"{request.dataset}-{version}" / f"subj{request.subject:02d}"
-    if not (prepared / "manifest.json").is_file():
-        _say(request, f"preparing {request.dataset} subject {request.subject} -> {prepared}")
-        prepare(
-            entry,
-            raw_root,
-            request.subject,
-            prepared,
-            version=version,
-            options=options,
-            progress=request.progress,
-        )
+    if (prepared / "manifest.json").is_file():
+        recorded = Manifest.load(prepared).source.get("options", {})
+        changed = {k: (recorded.get(k), v) for k, v in options.items() if k in recorded and recorded[k] != v}
+        if changed:
+            raise ConfigError(
+                f"{prepared} was prepared with other options {changed} (recorded, requested); delete it or "
+                "use another --home to prepare it again"
+            )
+        return prepared
+    _say(request, f"preparing {request.dataset} subject {request.subject} -> {prepared}")
+    progress = request.progress
+    prepare(entry, raw_root, request.subject, prepared, version=version, options=options, progress=progress)
     return prepared
 
 

@@ -116,6 +116,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "--backbone", default=None, help="override the config's backbone, e.g. ViT-L-14:openai"
     )
     bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument(
+        "--val-fraction", type=float, default=None, help="validation share when preparing (default 0.05)"
+    )
     bench.add_argument("--home", type=Path, default=None, help="cache folder (default $BRAINBENCH_HOME)")
     bench.add_argument("--leaderboards", type=Path, default=Path("leaderboards"))
     bench.add_argument("--runs", type=Path, default=Path("runs"))
@@ -247,6 +250,7 @@ def _run(args: argparse.Namespace) -> None:
             accelerator=args.accelerator,
             devices=devices,
             num_workers=args.num_workers,
+            val_fraction=args.val_fraction,
             progress=not args.quiet,
         )
         row, result = run_bench(request)

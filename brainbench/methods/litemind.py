@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from brainbench.eval.trials import SingleTrialRetrieval
 from brainbench.methods.base import DecoderModule
 
 
@@ -168,7 +169,7 @@ class LiteMind(DecoderModule):
         "model selection instead of the script's test-set selection"
     )
     predicts = ("clip_tokens",)
-    monitor = "val_inbatch_top1"  # brain->image top-1 on validation; single-trial val loss bottoms out early
+    monitor = "val_top1"  # validation trials ranked among the distinct val images; val loss bottoms out early
     monitor_mode = "max"
 
     def __init__(
@@ -225,6 +226,7 @@ class LiteMind(DecoderModule):
         self.head_norm = nn.LayerNorm(n_tokens_out, eps=1e-6)
         self.head = nn.Linear(self.n_patches, dim_out)
         self.apply(_init_weights)
+        self.val_retrieval = SingleTrialRetrieval()
 
     def forward(self, voxels: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(B, V)`` voxels -> ``{"clip_tokens": (B, T, D)}``."""
@@ -244,7 +246,7 @@ class LiteMind(DecoderModule):
         logits = self.hparams.logit_scale * target @ pred.T
         return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
 
-    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         pred = self(batch["voxels"])["clip_tokens"]
         loss = self.contrastive_loss(pred, batch["clip_tokens"])
         with torch.no_grad():
@@ -260,15 +262,18 @@ class LiteMind(DecoderModule):
             batch_size=len(pred),
             sync_dist=stage != "train",
         )
-        return loss
+        return loss, pred
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """InfoNCE loss of a training batch."""
-        return self._step(batch, "train")
+        return self._step(batch, "train")[0]
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """InfoNCE loss and in-batch top-1 of a validation batch."""
-        return self._step(batch, "val")
+        """InfoNCE loss and in-batch top-1 of a batch; its trials join the epoch's ``val_top1``."""
+        loss, pred = self._step(batch, "val")
+        self.val_retrieval.update(pred, batch["clip_tokens"], batch["stim_id"])
+        self.log("val_top1", self.val_retrieval, prog_bar=True, batch_size=len(pred))
+        return loss
 
     def configure_optimizers(self) -> dict:
         """AdamW with a linear warm-up then cosine decay to ``min_lr``, stepped per batch."""
