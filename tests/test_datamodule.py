@@ -125,12 +125,40 @@ def test_train_covers_every_sample_once_per_epoch(datamodule, prepared):
     assert [s for s, _ in first] != manifest_order  # shuffled
 
 
-def test_val_is_in_manifest_order(datamodule, prepared):
-    items = loader_items(datamodule.val_dataloader())
+def test_single_trial_val_is_in_manifest_order(prepared):
+    dm = make_datamodule(prepared["dir"], val_average=False)
+    items = loader_items(dm.val_dataloader())
     samples = prepared["samples"]["val"]
     assert [s for s, _ in items] == [s.stim_id for s in samples]
     for (_, voxels), sample in zip(items, samples, strict=True):
         np.testing.assert_array_equal(voxels, sample.voxels.astype(np.float32))
+
+
+def test_val_is_one_repeat_average_per_stimulus(datamodule, prepared):
+    trials: dict[int, list[np.ndarray]] = {}
+    for sample in prepared["samples"]["val"]:
+        trials.setdefault(sample.stim_id, []).append(sample.voxels.astype(np.float32))
+    assert any(len(v) > 1 for v in trials.values())  # the fixture repeats validation images
+    items = loader_items(datamodule.val_dataloader())
+    assert [s for s, _ in items] == sorted(trials)
+    for stim_id, voxels in items:
+        np.testing.assert_allclose(voxels, np.mean(trials[stim_id], axis=0), rtol=1e-6, atol=1e-6)
+
+
+def test_averaged_val_is_split_across_processes_without_overlap(prepared):
+    class FakeTrainer:
+        world_size = 2
+
+        def __init__(self, rank):
+            self.global_rank = rank
+
+    seen = []
+    for rank in (0, 1):
+        dm = make_datamodule(prepared["dir"])
+        dm.trainer = FakeTrainer(rank)
+        seen.append([s for s, _ in loader_items(dm.val_dataloader())])
+    assert not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == sorted({s.stim_id for s in prepared["samples"]["val"]})
 
 
 def test_test_batches_are_the_repeat_averages(datamodule, prepared):

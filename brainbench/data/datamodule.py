@@ -51,6 +51,8 @@ class FMRIDataModule(L.LightningDataModule):
             shards are checked by their per-shard sample counts).
         shard_url: stream shards from here instead of ``data_dir``: a prefix the manifest's shard paths are
             appended to, or a template with ``{path}``; ``None`` reads the local files.
+        val_average: validate on the repeat average of each validation stimulus, as the test split is
+            scored, instead of on single trials (see :meth:`val_dataloader`).
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class FMRIDataModule(L.LightningDataModule):
         seed: int = 0,
         verify: bool = True,
         shard_url: str | None = None,
+        val_average: bool = True,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -75,6 +78,7 @@ class FMRIDataModule(L.LightningDataModule):
         self.seed = seed
         self.verify = verify
         self.shard_url = shard_url
+        self.val_average = val_average
         self.manifest = Manifest.load(self.data_dir)
         self.cache: FeatureCache | None = None
 
@@ -214,8 +218,40 @@ class FMRIDataModule(L.LightningDataModule):
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        """Single trials of the validation images, in order."""
-        return self._loader("val", shuffle=False)
+        """Validation samples: each stimulus's repeat average (``val_average``), or single trials, in order.
+
+        Test samples are repeat averages, and a model that overfits single-trial noise can still improve on
+        averages, so single-trial validation picks checkpoints too early. Averaging needs all trials of a
+        stimulus in one place: every process reads the whole (small) split, averages per stimulus in
+        ``stim_id`` order, and keeps every ``world_size``-th stimulus, so under DDP each is scored once.
+        """
+        if not self.val_average:
+            return self._loader("val", shuffle=False)
+        return self._averaged_loader("val")
+
+    def _averaged_loader(self, split: str) -> DataLoader:
+        self.setup()
+        stages = [
+            wds.SimpleShardList(self.shard_urls(split)),
+            wds.tarfile_to_samples(handler=shard_handler),
+            self._count_check(split),
+            wds.map(decode_sample),
+            wds.map(self._item),
+        ]
+        groups: dict[int, list[dict[str, Any]]] = {}
+        for item in wds.DataPipeline(*stages):
+            groups.setdefault(int(item["stim_id"]), []).append(item)
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        averaged = [
+            {
+                "voxels": torch.stack([it["voxels"] for it in trials]).mean(dim=0),
+                "stim_id": stim_id,
+                "subject": trials[0]["subject"],
+            }
+            for stim_id, trials in sorted(groups.items())
+        ][rank::world_size]
+        return DataLoader(averaged, batch_size=self.batch_size, collate_fn=self._collate)
 
     def test_dataloader(self) -> DataLoader:
         """Repeat-averaged test samples, in order."""

@@ -161,7 +161,7 @@ class LiteMind(DecoderModule):
     """
 
     method_id = "litemind"
-    method_version = "1"
+    method_version = "2"  # v2: checkpoint chosen by val_top1 on repeat-averaged val images
     paper = "Gong et al. 2024, Lite-Mind, ACM MM, arXiv 2312.03781"
     fidelity = (
         "faithful to the released training script (architecture, fixed-temperature one-way InfoNCE, "

@@ -41,7 +41,7 @@ class RidgeDecoder(DecoderModule):
     """
 
     method_id = "ridge"
-    method_version = "1"
+    method_version = "2"  # v2: validation (alpha choice) on repeat-averaged val images, as the test is scored
     paper = "ridge regression baseline (Hoerl & Kennard 1970; as used by Ozcelik & VanRullen 2023, MindEye)"
     fidelity = "standard closed-form ridge with validation-selected alpha; no paper-specific tricks"
 
