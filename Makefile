@@ -1,4 +1,4 @@
-# brainbench: `make setup`, then `make bench METHOD=litemind SUBJECT=1` and `make test`.
+# brainbench: `make setup`, then `make bench METHOD=litemind SUBJECT=1`, `make leaderboard` and `make test`.
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -13,7 +13,7 @@ ARGS ?=
 # status still fails the recipe.
 QUIET_PIP := sed '/is ignored: it is neither a file nor a directory/d'
 
-.PHONY: setup bench test test-fast lint format list clean
+.PHONY: setup bench leaderboard test test-fast lint format list clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,12 @@ $(VENV)/.installed: pyproject.toml
 bench: setup
 	$(BIN)/brainbench bench --method $(METHOD) --subject $(SUBJECT) --dataset $(DATASET) \
 		$(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(ARGS)
+
+# Renders leaderboards/<dataset>/<task>.csv + leaderboards/reported/*.csv into leaderboards/README.md and the
+# static HTML report leaderboards/report/index.html (plots, reconstruction galleries from runs/<id>/recons/).
+leaderboard: setup
+	$(BIN)/python -m brainbench.leaderboard.render --leaderboards leaderboards
+	$(BIN)/python -m brainbench.leaderboard.report --leaderboards leaderboards --runs runs --out leaderboards/report
 
 test: setup
 	$(BIN)/pytest

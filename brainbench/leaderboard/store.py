@@ -9,12 +9,26 @@ share a column; a metric that does not apply to a row is blank.
 of columns, writes a temporary file in the same directory and ``os.replace``-s it over the CSV: concurrent
 ``make bench`` processes both land their rows intact, and a reader never sees a half-written file.
 Existing cells are round-tripped as text, so appending never reformats old rows.
+
+Two columns keep rows honest (``/work/shared/reference/metrics.md`` §1.5 and §6.4, §6.8):
+
+- ``postprocess``: what was done to the outputs before scoring, ``none`` or ``+``-joined steps such as
+  ``blend:0.25`` (MindEye2's ``0.75·recon + 0.25·blurry`` before all metrics), ``best_of:16`` (16 samples per
+  fMRI, the best kept), ``clamp``. A blended or best-of row is a different entry from a plain one.
+- ``source``: ``brainbench`` for rows this suite evaluated. Numbers copied from a paper (``paper:<ref>``) or
+  from a repository's printed output (``repo:<ref>``) live in ``leaderboards/reported/*.csv``
+  (:func:`read_reported`) and are refused by :func:`append_row`, so evaluated and as-reported numbers never
+  share a file.
+
+Rows written before these two columns existed read back as ``postprocess="none"`` and ``source="brainbench"``
+(:func:`read_leaderboard`): the suite never post-processed and every such row was evaluated here.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import tempfile
 import uuid
@@ -27,7 +41,7 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 
-from brainbench.errors import ConfigError
+from brainbench.errors import ConfigError, DataFormatError
 from brainbench.eval.specs import is_metric_id
 
 PROVENANCE_COLUMNS: tuple[str, ...] = (
@@ -47,7 +61,28 @@ PROVENANCE_COLUMNS: tuple[str, ...] = (
     "peak_memory_mb",
     "git_sha",
     "package_versions",
+    "postprocess",
+    "source",
 )
+REPORTED_COLUMNS: tuple[str, ...] = (
+    "method",
+    "dataset",
+    "task",
+    "split",
+    "subject",
+    "postprocess",
+    "source",
+    "reference",
+    "page",
+    "evidence",
+    "note",
+)
+"""Columns of an as-reported CSV (``leaderboards/reported/<dataset>.csv``), before its metric ids."""
+EVALUATED_SOURCE = "brainbench"
+NO_POSTPROCESS = "none"
+_STEP = r"[a-z][a-z0-9_]*(?::[A-Za-z0-9_.\-]+)*"
+_POSTPROCESS_RE = re.compile(rf"^(?:none|{_STEP}(?:\+{_STEP})*)$")
+_REPORTED_SOURCE_RE = re.compile(r"^(?:paper|repo):\S+$")
 PROVENANCE_PACKAGES: tuple[str, ...] = (
     "torch",
     "torchvision",
@@ -97,6 +132,26 @@ def new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
+def check_postprocess(flag: str) -> str:
+    """Return ``flag`` when it follows ``none`` or ``<step>[:<arg>]...[+<step>...]``, else raise.
+
+    Example:
+        >>> check_postprocess("best_of:16+blend:0.25")
+        'best_of:16+blend:0.25'
+    """
+    if not _POSTPROCESS_RE.match(flag):
+        raise ConfigError(
+            f"postprocess flag {flag!r} is not valid\n  fix: use 'none' or steps like 'blend:0.25', "
+            "'best_of:16', joined with '+'"
+        )
+    return flag
+
+
+def is_reported_source(source: str) -> bool:
+    """Whether ``source`` names a paper or repository (``paper:<ref>`` / ``repo:<ref>``), not this suite."""
+    return bool(_REPORTED_SOURCE_RE.match(source))
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """The provenance columns of one leaderboard row (see :data:`PROVENANCE_COLUMNS`).
@@ -118,6 +173,8 @@ class RunRecord:
         peak_memory_mb: peak memory in MiB (GPU when trained on GPU, else process RSS).
         git_sha: commit of the code (``"unknown"`` outside a checkout).
         package_versions: ``name=version;...`` (:func:`package_versions`).
+        postprocess: post-processing applied before scoring (:func:`check_postprocess`), ``none`` by default.
+        source: always ``brainbench`` for a run record; as-reported rows go to ``leaderboards/reported/``.
     """
 
     run_id: str
@@ -136,6 +193,16 @@ class RunRecord:
     peak_memory_mb: float
     git_sha: str
     package_versions: str
+    postprocess: str = NO_POSTPROCESS
+    source: str = EVALUATED_SOURCE
+
+    def __post_init__(self) -> None:
+        check_postprocess(self.postprocess)
+        if self.source != EVALUATED_SOURCE:
+            raise ConfigError(
+                f"run {self.run_id!r} has source {self.source!r}\n  fix: a RunRecord is a brainbench "
+                "evaluation; put as-reported numbers in leaderboards/reported/<dataset>.csv"
+            )
 
     @classmethod
     def new(
@@ -153,6 +220,7 @@ class RunRecord:
         n_params: int,
         train_seconds: float,
         peak_memory_mb: float,
+        postprocess: str = NO_POSTPROCESS,
     ) -> RunRecord:
         """A record stamped now, with a fresh run id and :func:`collect_provenance`."""
         return cls(
@@ -171,6 +239,7 @@ class RunRecord:
             train_seconds=train_seconds,
             peak_memory_mb=peak_memory_mb,
             **collect_provenance(),
+            postprocess=postprocess,
         )
 
     def to_row(self, metrics: Mapping[str, float] | None = None) -> dict[str, object]:
@@ -209,7 +278,9 @@ def append_row(csv_path: str | Path, row: Mapping[str, object]) -> None:
             spec ids. Missing columns are left blank.
 
     Raises:
-        ConfigError: when ``run_id`` is missing or already in the file.
+        ConfigError: when ``run_id`` is missing or already in the file, when ``source`` is not
+            ``brainbench`` (as-reported numbers belong in ``leaderboards/reported/``), or when
+            ``postprocess`` is malformed.
     """
     csv_path = Path(csv_path)
     run_id = _cell(row.get("run_id"))
@@ -217,6 +288,13 @@ def append_row(csv_path: str | Path, row: Mapping[str, object]) -> None:
         raise ConfigError(
             f"{csv_path}: the row has no run_id\n  fix: build rows with RunRecord.new(...).to_row()"
         )
+    source = _cell(row.get("source")) or EVALUATED_SOURCE
+    if source != EVALUATED_SOURCE:
+        raise ConfigError(
+            f"{csv_path}: row {run_id!r} has source {source!r}\n  fix: evaluated CSVs hold only "
+            "source=brainbench rows; put as-reported numbers in leaderboards/reported/<dataset>.csv"
+        )
+    check_postprocess(_cell(row.get("postprocess")) or NO_POSTPROCESS)
     new = pd.DataFrame([{str(k): _cell(v) for k, v in row.items()}], dtype=str)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(csv_path) + ".lock"):
@@ -228,12 +306,15 @@ def append_row(csv_path: str | Path, row: Mapping[str, object]) -> None:
         else:
             table = new
         table = table.reindex(columns=_column_order(list(table.columns))).fillna("")
+        # mkstemp creates the file 0600: publish it world-readable (at least 0644, keeping any wider bits)
+        mode = (csv_path.stat().st_mode & 0o777 if csv_path.exists() else 0) | 0o644
         fd, tmp_name = tempfile.mkstemp(prefix=f".{csv_path.name}.", suffix=".tmp", dir=csv_path.parent)
         try:
             with os.fdopen(fd, "w", newline="") as handle:
                 table.to_csv(handle, index=False)
                 handle.flush()
                 os.fsync(handle.fileno())
+            os.chmod(tmp_name, mode)
             os.replace(tmp_name, csv_path)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
@@ -244,12 +325,57 @@ def read_leaderboard(csv_path: str | Path) -> pd.DataFrame:
     """Read a leaderboard CSV with typed columns: metrics and numeric provenance as numbers, the rest text.
 
     Blank metric cells become NaN; blank text cells stay ``""``. Integer provenance columns use pandas'
-    nullable ``Int64``.
+    nullable ``Int64``. ``postprocess`` and ``source`` are filled with ``none`` / ``brainbench`` where absent
+    or blank (rows written before those columns existed).
     """
     table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    for column, default in (("postprocess", NO_POSTPROCESS), ("source", EVALUATED_SOURCE)):
+        if column not in table.columns:
+            table[column] = default
+        table[column] = table[column].replace("", default)
+    return _typed(table)
+
+
+def _typed(table: pd.DataFrame) -> pd.DataFrame:
     for column in table.columns:
         if is_metric_id(column) or column in _FLOAT_COLUMNS:
             table[column] = pd.to_numeric(table[column].replace("", None), errors="coerce").astype("float64")
         elif column in _INTEGER_COLUMNS:
             table[column] = pd.to_numeric(table[column].replace("", None), errors="coerce").astype("Int64")
     return table
+
+
+def read_reported(csv_path: str | Path) -> pd.DataFrame:
+    """Read an as-reported CSV (``leaderboards/reported/<dataset>.csv``): numbers copied from papers.
+
+    The file has the :data:`REPORTED_COLUMNS` (``source`` is ``paper:<ref>`` or ``repo:<ref>``, ``page``
+    says where in the source the number is printed) followed by metric spec ids whose ``<network>`` is the
+    network the paper used (e.g. ``ViT-bigG-14:laion2b_s39b_b160k.clip_tokens``), so these numbers never
+    share a column with a brainbench number computed in another space (metrics.md §6.8).
+
+    Raises:
+        DataFormatError: when a required column is missing, a column is neither a required column nor a
+            metric id, a ``source`` is not a paper/repo reference, or a ``postprocess`` flag is malformed.
+    """
+    csv_path = Path(csv_path)
+    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    missing = [c for c in REPORTED_COLUMNS if c not in table.columns]
+    if missing:
+        raise DataFormatError(
+            csv_path, f"missing columns {missing}", f"add the columns {list(REPORTED_COLUMNS)}"
+        )
+    unknown = [c for c in table.columns if c not in REPORTED_COLUMNS and not is_metric_id(c)]
+    if unknown:
+        raise DataFormatError(
+            csv_path, f"columns {unknown} are not metric ids", "name metric columns <metric>[/<network>]@v<N>"
+        )
+    for line, (source, flag) in enumerate(zip(table["source"], table["postprocess"], strict=True), start=2):
+        if not is_reported_source(source):
+            raise DataFormatError(
+                csv_path, f"line {line}: source {source!r}", "use paper:<ref> or repo:<ref> for reported rows"
+            )
+        if not _POSTPROCESS_RE.match(flag):
+            raise DataFormatError(
+                csv_path, f"line {line}: postprocess {flag!r}", "use 'none' or steps like 'blend:0.25'"
+            )
+    return _typed(table)
