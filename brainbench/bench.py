@@ -26,14 +26,15 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from brainbench.backbones.openclip import load_backbone
+from brainbench.backbones.openclip import ImageBackbone, load_backbone
 from brainbench.data.datamodule import FMRIDataModule
 from brainbench.data.manifest import Manifest
 from brainbench.data.registry import DATASETS, get_dataset, obtain_raw, prepare
 from brainbench.data.stimulus_store import StimulusStore
 from brainbench.errors import ConfigError, DataFormatError
 from brainbench.eval.evaluator import EvalResult, evaluate
-from brainbench.eval.zeroshot import ZeroShotTask
+from brainbench.eval.text_retrieval import caption_embeddings
+from brainbench.eval.zeroshot import PROMPT_TEMPLATES, ZeroShotTask
 from brainbench.leaderboard.store import RunRecord, append_row, new_run_id
 from brainbench.methods import build_method, load_method_config
 from brainbench.methods.base import DecoderModule
@@ -237,8 +238,17 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
     assert datamodule.cache is not None
     targets = datamodule.cache.lookup(stim_ids)
     pool = min(300, len(stim_ids))
-    zero_shot = zero_shot_task(manifest, prepared, stim_ids, backbone) if manifest.zero_shot else None
-    result = evaluate(predictions, targets, network=backbone, pool=pool, zero_shot=zero_shot)
+    text_backbone = load_backbone(backbone)  # the text tower: class prompts and captions
+    zero_shot = zero_shot_task(manifest, prepared, stim_ids, text_backbone) if manifest.zero_shot else None
+    result = evaluate(
+        predictions,
+        targets,
+        network=backbone,
+        pool=pool,
+        zero_shot=zero_shot,
+        caption_targets=caption_targets(manifest, prepared, stim_ids, text_backbone),
+        cls_token_is_pooled=text_backbone.cls_token_is_pooled,
+    )
     record = replace(
         RunRecord.new(
             method=model.method_id,
@@ -276,8 +286,21 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
     return row, result
 
 
+def caption_targets(
+    manifest: Manifest, prepared: Path, stim_ids: np.ndarray, backbone: ImageBackbone
+) -> torch.Tensor | None:
+    """Mean caption embedding per test stimulus, or ``None`` when some stimulus has no caption."""
+    with StimulusStore(prepared / manifest.stimulus_store["path"]) as store:
+        captions = [store.captions(int(s)) for s in stim_ids]
+    if not captions or any(not c for c in captions):
+        return None
+    owners = torch.repeat_interleave(torch.arange(len(captions)), torch.tensor([len(c) for c in captions]))
+    text = backbone.encode_text([c for caps in captions for c in caps])
+    return caption_embeddings(text, owners, len(captions))
+
+
 def zero_shot_task(
-    manifest: Manifest, prepared: Path, stim_ids: np.ndarray, backbone_id: str
+    manifest: Manifest, prepared: Path, stim_ids: np.ndarray, backbone: ImageBackbone
 ) -> ZeroShotTask:
     """The manifest's candidate classes as prompt embeddings, and each test row's true class.
 
@@ -298,11 +321,17 @@ def zero_shot_task(
             f"test stimuli of categories {unknown[:5]} are not zero-shot candidates {names[:5]}...",
             "re-run `brainbench prepare` so the store and manifest.zero_shot agree",
         )
-    backbone = load_backbone(backbone_id)
     embeddings = backbone.encode_text([prompt.format(name) for name in names]).float()
+    samples = backbone.encode_text([t.format(name) for name in names for t in PROMPT_TEMPLATES]).float()
     labels = torch.tensor([index[c[0]] for c in categories], dtype=torch.int64)
     return ZeroShotTask(
-        embeddings, labels, prompt, str(spec.get("split", "test")), backbone.cls_token_is_pooled
+        embeddings,
+        labels,
+        prompt,
+        str(spec.get("split", "test")),
+        backbone.cls_token_is_pooled,
+        class_samples=samples,
+        sample_labels=torch.arange(len(names)).repeat_interleave(len(PROMPT_TEMPLATES)),
     )
 
 

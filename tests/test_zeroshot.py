@@ -61,3 +61,19 @@ def test_tokens_without_a_pooled_cls_are_not_scored_silently() -> None:
         evaluate(
             {"clip_tokens": tokens}, {"clip_tokens": tokens}, "net", pool=3, zero_shot=_task([0, 1, 2], False)
         )
+
+
+def test_svc_variant_separates_well_separated_classes() -> None:
+    """BraVL's SVC protocol: fitted on several samples per class, then scoring the brain predictions."""
+    from brainbench.eval.zeroshot import svc_zero_shot_accuracy
+
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.nn.functional.normalize(torch.randn(6, 16, generator=generator), dim=-1)
+    samples = (centres[:, None] + 0.05 * torch.randn(6, 5, 16, generator=generator)).reshape(30, 16)
+    sample_labels = torch.arange(6).repeat_interleave(5)
+    labels = torch.tensor([0, 1, 2, 3, 4, 5])
+    own = centres + 0.05 * torch.randn(6, 16, generator=generator)
+    assert svc_zero_shot_accuracy(own, samples, sample_labels, labels).item() == 1.0
+    wrong = centres.roll(1, dims=0)  # every prediction points at the next class
+    assert svc_zero_shot_accuracy(wrong, samples, sample_labels, labels).item() == 0.0
+    assert svc_zero_shot_accuracy(own, samples, sample_labels, labels, top_k=5).item() == 1.0

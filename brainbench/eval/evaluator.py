@@ -8,14 +8,16 @@ For every name present in both ``predictions`` and ``targets`` (e.g. ``clip_imag
   plus full-set top-1 in both directions;
 - exhaustive 2-way identification (``brainbench.eval.identification``);
 - with a :class:`~brainbench.eval.zeroshot.ZeroShotTask`, N-way zero-shot top-1 (and top-5 when N > 5) of the
-  pooled image embedding against the class prompts (``brainbench.eval.zeroshot``).
+  pooled image embedding against the class prompts, by cosine and by BraVL's SVC (``eval.zeroshot``);
+- with caption targets, brain<->text retrieval of the pooled embedding (``brainbench.eval.text_retrieval``).
 
 Metric id naming (grammar ``<metric>[/<network>]@v<N>``, see ``brainbench.eval.specs``)::
 
     retrieval_<dir>_top<k>_<variant><pool>/<network>.<prediction>@v<N>
     retrieval_<dir>_top1_full/<network>.<prediction>@v<N>
     identification_2way/<network>.<prediction>@v<N>
-    zeroshot_top<k>_<C>way/<network>.<clip_image|clip_tokens_cls>@v<N>
+    zeroshot[_svc]_top<k>_<C>way/<network>.<clip_image|clip_tokens_cls>@v<N>
+    retrieval_<b2t|t2b>_top1_subset<pool>/<network>.<clip_image|clip_tokens_cls>@v<N>
 
     <dir>     b2i = brain2image (given a brain prediction, rank the images)
               i2b = image2brain (given an image, rank the brain predictions)
@@ -47,7 +49,15 @@ from brainbench.eval.retrieval import (
 )
 from brainbench.eval.similarity import cosine_similarity_matrix
 from brainbench.eval.specs import MetricSpec
-from brainbench.eval.zeroshot import ZeroShotTask, pooled_prediction, zero_shot_accuracy, zero_shot_spec
+from brainbench.eval.text_retrieval import TEXT_DIRECTIONS, text_retrieval_accuracy, text_retrieval_spec
+from brainbench.eval.zeroshot import (
+    ZeroShotTask,
+    pooled_prediction,
+    svc_zero_shot_accuracy,
+    svc_zero_shot_spec,
+    zero_shot_accuracy,
+    zero_shot_spec,
+)
 
 POOLED_VARIANTS: tuple[Variant, ...] = ("shared-subset", "per-query")
 
@@ -85,6 +95,8 @@ def evaluate(
     seed: int = 42,
     block_size: int = 1024,
     zero_shot: ZeroShotTask | None = None,
+    caption_targets: Tensor | None = None,
+    cls_token_is_pooled: bool = True,
 ) -> EvalResult:
     """Score every prediction that has a target, in the embedding space ``network``.
 
@@ -98,6 +110,9 @@ def evaluate(
         seed: base seed of both pooled variants.
         block_size: rows processed at once.
         zero_shot: candidate classes and true labels of the rows, for zero-shot classification.
+        caption_targets: ``(N, D)`` mean caption embedding of each row's stimulus, for brain<->text
+            retrieval of the pooled image embedding (:mod:`brainbench.eval.text_retrieval`).
+        cls_token_is_pooled: whether token 0 of ``clip_tokens`` is the pooled image embedding.
 
     Returns:
         The :class:`EvalResult`; metric ids as in the module docstring.
@@ -163,13 +178,25 @@ def evaluate(
         )
     if zero_shot is not None:
         _add_zero_shot(result, predictions, zero_shot, network)
+    pooled = pooled_prediction(predictions, cls_token_is_pooled)
+    if caption_targets is not None and pooled is not None:
+        name, embedding = pooled
+        text_pool = min(pool, len(embedding))
+        for direction in TEXT_DIRECTIONS:
+            value = text_retrieval_accuracy(
+                embedding, caption_targets, direction=direction, pool=text_pool, draws=draws, seed=seed
+            )
+            spec = text_retrieval_spec(
+                direction=direction, network=f"{network}.{name}", pool=text_pool, draws=draws, seed=seed
+            )
+            result._add(spec, float(value), 1 / text_pool)
     return result
 
 
 def _add_zero_shot(
     result: EvalResult, predictions: Mapping[str, Tensor], task: ZeroShotTask, network: str
 ) -> None:
-    pooled = pooled_prediction(predictions, task)
+    pooled = pooled_prediction(predictions, task.cls_token_is_pooled)
     if pooled is None:
         raise ConfigError(
             "zero-shot needs a pooled image embedding: a clip_image prediction, or clip_tokens from a "
@@ -184,3 +211,11 @@ def _add_zero_shot(
             network=space, n_classes=n_classes, top_k=top_k, prompt=task.prompt, split=task.split
         )
         result._add(spec, float(value), top_k / n_classes)
+        if task.class_samples is not None and task.sample_labels is not None:
+            value = svc_zero_shot_accuracy(
+                embedding, task.class_samples, task.sample_labels, task.labels, top_k=top_k
+            )
+            spec = svc_zero_shot_spec(
+                network=space, n_classes=n_classes, top_k=top_k, split=task.split, gamma="scale"
+            )
+            result._add(spec, float(value), top_k / n_classes)

@@ -3,7 +3,8 @@
 Shared by retrieval (cosine similarity, ``brainbench.eval.retrieval``) and 2-way identification (Pearson r,
 ``brainbench.eval.identification``). Inputs are ``(N, ...)`` and flattened to ``(N, D)``; float64 inputs are
 computed in float64, everything else (float32, float16, bfloat16) in float32. Memory stays at two input blocks
-plus one ``block_size × N`` output block, never a ``2N × D`` float64 copy.
+plus one ``block × N`` output block, never a ``2N × D`` float64 copy: a block holds at most ``block_size``
+rows and :data:`BLOCK_BYTES` of features, so wide features (ViT-L/14 tokens, 197,376 values) get fewer rows.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from brainbench.errors import BrainbenchError
+
+BLOCK_BYTES = 128 * 2**20  # per normalised input block
 
 
 def _flat_pair(rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor, torch.dtype]:
@@ -58,7 +61,9 @@ def similarity_blocks(
         ``(start, block)`` with ``block`` of shape ``(min(block_size, N - start), N)``.
     """
     rows_flat, cols_flat, dtype = _flat_pair(rows, cols)
-    n = rows_flat.shape[0]
+    n, dim = rows_flat.shape
+    itemsize = torch.finfo(dtype).bits // 8
+    block_size = max(1, min(block_size, BLOCK_BYTES // max(1, dim * itemsize)))
     for r0 in range(0, n, block_size):
         row_unit = _unit_rows(rows_flat[r0 : r0 + block_size], dtype, centre)
         out = torch.empty(row_unit.shape[0], n, dtype=dtype)

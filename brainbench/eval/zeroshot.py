@@ -29,6 +29,14 @@ from torch import Tensor
 
 from brainbench.eval.specs import MetricSpec
 
+PROMPT_TEMPLATES = (  # the class samples of the SVC variant: five prompts per class
+    "a photo of a {}.",
+    "a picture of a {}.",
+    "an image of a {}.",
+    "a drawing of a {}.",
+    "a {} in the scene.",
+)
+
 
 def zero_shot_accuracy(pred: Tensor, class_embeddings: Tensor, labels: Tensor, *, top_k: int = 1) -> Tensor:
     """Top-k accuracy of classifying ``pred`` rows among the classes by cosine similarity.
@@ -69,6 +77,24 @@ def zero_shot_spec(*, network: str, n_classes: int, top_k: int, prompt: str, spl
     return MetricSpec(f"zeroshot_top{top_k}_{n_classes}way", network, 1, True, params, description)
 
 
+def svc_zero_shot_spec(
+    *, network: str, n_classes: int, top_k: int, split: str, gamma: float | str
+) -> MetricSpec:
+    """The spec of one BraVL-style SVC zero-shot column, ``zeroshot_svc_top<k>_<C>way/<network>@v1``."""
+    params = {
+        "n_classes": n_classes,
+        "top_k": top_k,
+        "split": split,
+        "classifier": f"SVC(rbf, gamma={gamma}, C=1.0, probability=True)",
+        "class_samples": list(PROMPT_TEMPLATES),
+    }
+    description = (
+        f"{n_classes}-way zero-shot top-{top_k} (BraVL protocol): an SVC fitted on "
+        f"{len(PROMPT_TEMPLATES)} prompt embeddings per held-out class classifies the predicted embedding"
+    )
+    return MetricSpec(f"zeroshot_svc_top{top_k}_{n_classes}way", network, 1, True, params, description)
+
+
 @dataclass(frozen=True)
 class ZeroShotTask:
     """The candidate classes of a zero-shot evaluation and the true class of each test row.
@@ -80,6 +106,9 @@ class ZeroShotTask:
         split: the split the rows come from.
         cls_token_is_pooled: whether token 0 of ``clip_tokens`` is the pooled image embedding (open_clip
             ``pool_type == "tok"``); if not, only a ``clip_image`` prediction is scored.
+        class_samples: ``(S, D)`` several embeddings per class (one per :data:`PROMPT_TEMPLATES` entry) for
+            the SVC variant, or ``None`` to skip it.
+        sample_labels: ``(S,)`` class index of each sample.
     """
 
     class_embeddings: Tensor
@@ -87,12 +116,60 @@ class ZeroShotTask:
     prompt: str
     split: str = "test"
     cls_token_is_pooled: bool = True
+    class_samples: Tensor | None = None
+    sample_labels: Tensor | None = None
 
 
-def pooled_prediction(predictions: Mapping[str, Tensor], task: ZeroShotTask) -> tuple[str, Tensor] | None:
+def pooled_prediction(
+    predictions: Mapping[str, Tensor], cls_token_is_pooled: bool
+) -> tuple[str, Tensor] | None:
     """The pooled image embedding among the predictions, named ``clip_image`` or ``clip_tokens_cls``."""
     if "clip_image" in predictions:
         return "clip_image", predictions["clip_image"]
-    if "clip_tokens" in predictions and task.cls_token_is_pooled:
+    if "clip_tokens" in predictions and cls_token_is_pooled:
         return "clip_tokens_cls", predictions["clip_tokens"][:, 0]
     return None
+
+
+def svc_zero_shot_accuracy(
+    pred: Tensor,
+    class_samples: Tensor,
+    sample_labels: Tensor,
+    labels: Tensor,
+    *,
+    top_k: int = 1,
+    gamma: float | str = "scale",
+    c: float = 1.0,
+) -> Tensor:
+    """BraVL's zero-shot protocol: an SVC fitted on class embeddings, then applied to the brain predictions.
+
+    BraVL (``run_epochs_trimodal.py::run_classification_test``, metrics.md §2.2) encodes each unseen class 5
+    times (stochastic passes of its VAE) and fits ``sklearn.svm.SVC(gamma=1e-5, C=1.0, probability=True)``;
+    top-1 is ``clf.score`` and top-5 ``top_k_accuracy_score`` on ``predict_proba``. Here the 5 samples per
+    class are the text embeddings of 5 prompt templates (:data:`PROMPT_TEMPLATES`), L2-normalised. BraVL's
+    ``gamma=1e-5`` suits its latent scale; on unit vectors it makes the RBF kernel constant, so the default
+    here is sklearn's ``"scale"``; the value used is recorded in the metric's params.
+
+    Args:
+        pred: ``(N, D)`` predicted image embeddings.
+        class_samples: ``(S, D)`` embeddings of the class samples (several per class).
+        sample_labels: ``(S,)`` class index of each sample.
+        labels: ``(N,)`` true class of each prediction.
+        top_k: 1 uses the SVC's decision (``clf.score``), k > 1 its ``predict_proba`` ranking.
+        gamma: RBF kernel coefficient (BraVL: 1e-5 on its own latents; default sklearn's ``"scale"``).
+        c: SVC regularisation (BraVL: 1.0).
+
+    Returns:
+        0-d float64 accuracy.
+    """
+    from sklearn.metrics import top_k_accuracy_score
+    from sklearn.svm import SVC
+
+    x = F.normalize(class_samples.double(), dim=-1).numpy()
+    queries = F.normalize(pred.double(), dim=-1).numpy()
+    classifier = SVC(gamma=gamma, C=c, probability=True, random_state=0).fit(x, sample_labels.numpy())
+    if top_k == 1:
+        return torch.tensor(classifier.score(queries, labels.numpy()), dtype=torch.float64)
+    probabilities = classifier.predict_proba(queries)
+    score = top_k_accuracy_score(labels.numpy(), probabilities, k=top_k, labels=classifier.classes_)
+    return torch.tensor(score, dtype=torch.float64)
