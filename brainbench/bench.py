@@ -33,6 +33,7 @@ from brainbench.data.registry import DATASETS, get_dataset, obtain_raw, prepare
 from brainbench.data.stimulus_store import StimulusStore
 from brainbench.errors import ConfigError, DataFormatError
 from brainbench.eval.evaluator import EvalResult, evaluate
+from brainbench.eval.reconstruction import score_outputs
 from brainbench.eval.text_retrieval import caption_embeddings
 from brainbench.eval.zeroshot import PROMPT_TEMPLATES, ZeroShotTask
 from brainbench.leaderboard.store import RunRecord, append_row, new_run_id
@@ -249,6 +250,7 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
         caption_targets=caption_targets(manifest, prepared, stim_ids, text_backbone),
         cls_token_is_pooled=text_backbone.cls_token_is_pooled,
     )
+    absent = _score_generated(result, predictions, manifest, prepared, stim_ids)
     record = replace(
         RunRecord.new(
             method=model.method_id,
@@ -275,6 +277,7 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
             {
                 "row": row,
                 "chance": result.chance,
+                "absent_metrics": absent,
                 "config": config,
                 "n_test": int(len(stim_ids)),
                 "total_seconds": round(time.time() - t_start, 1),
@@ -284,6 +287,30 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
         )
     )
     return row, result
+
+
+def _score_generated(
+    result: EvalResult,
+    predictions: dict[str, torch.Tensor],
+    manifest: Manifest,
+    prepared: Path,
+    stim_ids: np.ndarray,
+) -> dict[str, str]:
+    """Adds the reconstruction/video columns when the method generated ``images`` or ``frames``.
+
+    Returns:
+        The columns that could not be computed here (a network's weights are absent), with the reason.
+    """
+    if not {"images", "frames"} & set(predictions):
+        return {}
+    with StimulusStore(prepared / manifest.stimulus_store["path"]) as store:
+        truth = {"images": torch.from_numpy(store.images(stim_ids))}
+        if "frames" in predictions:
+            truth["frames"] = torch.from_numpy(store.frames(stim_ids))
+    scores = score_outputs(predictions, truth)
+    for key, value in scores.values.items():
+        result.add(scores.specs[key], value, scores.chance.get(key, float("nan")))
+    return scores.absent
 
 
 def caption_targets(
@@ -347,7 +374,10 @@ def format_summary(result: EvalResult, row: dict[str, Any], leaderboards: Path) 
         if "top5" in key:
             continue
         value, chance = result.values[key], result.chance[key]
-        lines.append(f"{key:<72} {value:8.4f} {chance:8.4f} {value / chance:9.1f}")
+        if chance != chance:  # NaN: no chance level defined (distances, FID, SSIM)
+            lines.append(f"{key:<72} {value:8.4f} {'':>8} {'':>9}")
+        else:
+            lines.append(f"{key:<72} {value:8.4f} {chance:8.4f} {value / chance:9.1f}")
     return "\n".join(lines)
 
 

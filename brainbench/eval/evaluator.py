@@ -81,7 +81,8 @@ class EvalResult:
         """``values[metric_id] / chance[metric_id]``."""
         return self.values[metric_id] / self.chance[metric_id]
 
-    def _add(self, spec: MetricSpec, value: float, chance: float) -> None:
+    def add(self, spec: MetricSpec, value: float, chance: float) -> None:
+        """Records one number with its spec and chance level (NaN where none is defined)."""
         self.values[spec.id], self.specs[spec.id], self.chance[spec.id] = float(value), spec, float(chance)
 
 
@@ -162,18 +163,16 @@ def evaluate(
                         seed=seed,
                         n_items=n,
                     )
-                    result._add(
+                    result.add(
                         spec,
                         float(value),
                         retrieval_chance(variant=variant, top_k=top_k, pool=pool, n_items=n),
                     )
             full = full_set_accuracy(similarity, direction=direction, top_k=1, block_size=block_size)
             spec = retrieval_spec(direction=direction, variant="full-set", top_k=1, network=space, n_items=n)
-            result._add(
-                spec, float(full), retrieval_chance(variant="full-set", top_k=1, pool=pool, n_items=n)
-            )
+            result.add(spec, float(full), retrieval_chance(variant="full-set", top_k=1, pool=pool, n_items=n))
         identification = two_way_identification(pred, target, block_size=block_size)
-        result._add(
+        result.add(
             identification_spec(network=space, n_items=n), float(identification), IDENTIFICATION_CHANCE
         )
     if zero_shot is not None:
@@ -189,7 +188,7 @@ def evaluate(
             spec = text_retrieval_spec(
                 direction=direction, network=f"{network}.{name}", pool=text_pool, draws=draws, seed=seed
             )
-            result._add(spec, float(value), 1 / text_pool)
+            result.add(spec, float(value), 1 / text_pool)
     return result
 
 
@@ -210,7 +209,7 @@ def _add_zero_shot(
         spec = zero_shot_spec(
             network=space, n_classes=n_classes, top_k=top_k, prompt=task.prompt, split=task.split
         )
-        result._add(spec, float(value), top_k / n_classes)
+        result.add(spec, float(value), top_k / n_classes)
         if task.class_samples is not None and task.sample_labels is not None:
             value = svc_zero_shot_accuracy(
                 embedding, task.class_samples, task.sample_labels, task.labels, top_k=top_k
@@ -218,4 +217,4 @@ def _add_zero_shot(
             spec = svc_zero_shot_spec(
                 network=space, n_classes=n_classes, top_k=top_k, split=task.split, gamma="scale"
             )
-            result._add(spec, float(value), top_k / n_classes)
+            result.add(spec, float(value), top_k / n_classes)
