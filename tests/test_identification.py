@@ -82,3 +82,16 @@ def test_metric_class_equals_functional_in_chunks():
     assert metric.compute().item() == expected.item()
     assert metric.spec.id == "identification_2way/world-clip-v1.clip_tokens@v1"
     assert TwoWayIdentification.higher_is_better is True
+
+
+def test_wide_features_get_fewer_rows_per_block(monkeypatch):
+    """Memory stays bounded: a block holds at most BLOCK_BYTES of features, whatever block_size asks."""
+    from brainbench.eval import similarity
+
+    monkeypatch.setattr(similarity, "BLOCK_BYTES", 3 * 50 * 4)  # three float32 rows of 50 features
+    rows, cols = torch.randn(10, 50), torch.randn(10, 50)
+    starts = [start for start, _ in similarity.similarity_blocks(rows, cols, centre=True, block_size=1024)]
+    assert starts == [0, 3, 6, 9]
+    full = torch.cat([b for _, b in similarity.similarity_blocks(rows, cols, centre=True)])
+    expected = torch.corrcoef(torch.cat([rows, cols]))[:10, 10:]
+    torch.testing.assert_close(full, expected, atol=1e-5, rtol=1e-5)

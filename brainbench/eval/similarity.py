@@ -17,7 +17,7 @@ from torchmetrics import Metric
 
 from brainbench.errors import BrainbenchError
 
-BLOCK_BYTES = 128 * 2**20  # per normalised input block
+BLOCK_BYTES = 256 * 2**20  # per normalised input block
 
 
 def _flat_pair(rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor, torch.dtype]:
@@ -29,17 +29,31 @@ def _flat_pair(rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor, torch.dtype]
     if rows_flat.shape[1] != cols_flat.shape[1]:
         raise ValueError(f"pred {tuple(rows.shape)} and target {tuple(cols.shape)} differ in feature size")
     for what, x in (("pred", rows_flat), ("target", cols_flat)):
-        if not torch.isfinite(x).all():
+        low, high = torch.aminmax(x)  # NaN propagates; no N x D boolean copy
+        if not (torch.isfinite(low) and torch.isfinite(high)):
             raise BrainbenchError(f"{what} holds NaN or inf values\n  fix: check the model output / features")
     dtype = torch.float64 if torch.float64 in (rows.dtype, cols.dtype) else torch.float32
     return rows_flat, cols_flat, dtype
 
 
-def _unit_rows(block: Tensor, dtype: torch.dtype, centre: bool) -> Tensor:
-    block = block.to(dtype)
-    if centre:
-        block = block - block.mean(dim=1, keepdim=True)
-    return block / block.norm(dim=1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
+def _row_stats(flat: Tensor, dtype: torch.dtype, centre: bool, block_size: int) -> tuple[Tensor, Tensor]:
+    """Per-row mean (0 unless ``centre``) and inverse norm of the centred row, one block at a time."""
+    means, inverse_norms = [], []
+    for start in range(0, flat.shape[0], block_size):
+        block = flat[start : start + block_size].to(dtype, copy=True)
+        mean = block.mean(dim=1) if centre else torch.zeros(block.shape[0], dtype=dtype)
+        block -= mean[:, None]
+        means.append(mean)
+        inverse_norms.append(block.norm(dim=1).clamp_min_(torch.finfo(dtype).tiny).reciprocal_())
+    return torch.cat(means), torch.cat(inverse_norms)
+
+
+def _unit_block(
+    flat: Tensor, start: int, size: int, stats: tuple[Tensor, Tensor], dtype: torch.dtype
+) -> Tensor:
+    """Rows ``start:start+size`` centred and scaled with precomputed statistics: one pass, one new block."""
+    mean, inverse_norm = (s[start : start + size, None] for s in stats)
+    return torch.addcmul(-mean * inverse_norm, flat[start : start + size].to(dtype), inverse_norm)
 
 
 def similarity_blocks(
@@ -64,11 +78,15 @@ def similarity_blocks(
     n, dim = rows_flat.shape
     itemsize = torch.finfo(dtype).bits // 8
     block_size = max(1, min(block_size, BLOCK_BYTES // max(1, dim * itemsize)))
+    row_stats = _row_stats(rows_flat, dtype, centre, block_size)
+    col_stats = _row_stats(
+        cols_flat, dtype, centre, block_size
+    )  # so each column block is normalised in one pass
     for r0 in range(0, n, block_size):
-        row_unit = _unit_rows(rows_flat[r0 : r0 + block_size], dtype, centre)
+        row_unit = _unit_block(rows_flat, r0, block_size, row_stats, dtype)
         out = torch.empty(row_unit.shape[0], n, dtype=dtype)
         for c0 in range(0, n, block_size):
-            col_unit = _unit_rows(cols_flat[c0 : c0 + block_size], dtype, centre)
+            col_unit = _unit_block(cols_flat, c0, block_size, col_stats, dtype)
             out[:, c0 : c0 + col_unit.shape[0]] = row_unit @ col_unit.T
         yield r0, out
 
