@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from leaderboard_records import make_record
 
 from brainbench.errors import ConfigError
 from brainbench.leaderboard.store import (
@@ -21,25 +22,8 @@ TWO_WAY = "identification_2way/world-clip-v1.clip_image@v1"
 
 
 def record(run_id, **changes):
-    fields = dict(
-        run_id=run_id,
-        time_utc="2025-01-01T00:00:00+00:00",
-        method="ridge",
-        method_version="1",
-        dataset="world",
-        dataset_version="1",
-        split="test",
-        subject="subj01",
-        backbone="world-clip-v1:shipped",
-        seed=0,
-        n_train_samples=800,
-        n_params=12345,
-        train_seconds=1.5,
-        peak_memory_mb=256.0,
-        git_sha="0" * 40,
-        package_versions="torch=2.14.1",
-    )
-    return RunRecord(**{**fields, **changes})
+    world = dict(dataset="world", dataset_version="1", split="test", backbone="world-clip-v1:shipped")
+    return make_record(run_id, **{**world, **changes})
 
 
 def test_union_of_columns_and_order(tmp_path):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from leaderboard_records import make_record
 
 from brainbench.errors import ConfigError, DataFormatError
 from brainbench.eval.identification import identification_spec
@@ -22,7 +23,6 @@ from brainbench.leaderboard.render import (
 from brainbench.leaderboard.store import (
     PROVENANCE_COLUMNS,
     REPORTED_COLUMNS,
-    RunRecord,
     append_row,
     read_leaderboard,
     read_reported,
@@ -37,25 +37,7 @@ ID_V2 = "identification_2way/world-clip:v1.clip_image@v2"
 
 
 def record(run_id, **changes):
-    fields = dict(
-        run_id=run_id,
-        time_utc="2025-01-01T00:00:00+00:00",
-        method="ridge",
-        method_version="1",
-        dataset="world-nsd",
-        dataset_version="v1-small",
-        split="shared500/test",
-        subject="subj01",
-        backbone="world-clip:v1",
-        seed=0,
-        n_train_samples=800,
-        n_params=12345,
-        train_seconds=1.5,
-        peak_memory_mb=256.0,
-        git_sha="0" * 40,
-        package_versions="torch=2.14.1",
-    )
-    return RunRecord(**{**fields, **changes})
+    return make_record(run_id, **changes)
 
 
 def reported_row(**values):

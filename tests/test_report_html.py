@@ -6,12 +6,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from leaderboard_records import make_record
 from PIL import Image, ImageFilter
 from skimage import data as skdata
 
 from brainbench.leaderboard.render import load_leaderboards
 from brainbench.leaderboard.report import build_report, find_gallery_runs
-from brainbench.leaderboard.store import RunRecord, append_row
+from brainbench.leaderboard.store import append_row
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = (
@@ -34,25 +35,7 @@ STIMULI = {
 
 
 def record(run_id, method, **changes):
-    fields = dict(
-        run_id=run_id,
-        time_utc="2025-01-01T00:00:00+00:00",
-        method=method,
-        method_version="1",
-        dataset="world-nsd",
-        dataset_version="v1-small",
-        split="shared500/test",
-        subject="subj01",
-        backbone="world-clip:v1",
-        seed=0,
-        n_train_samples=800,
-        n_params=12345,
-        train_seconds=1.5,
-        peak_memory_mb=256.0,
-        git_sha="0" * 40,
-        package_versions="torch=2.14.1",
-    )
-    return RunRecord(**{**fields, **changes})
+    return make_record(run_id, method=method, **changes)
 
 
 def fake_recons(folder, degrade, keys):
