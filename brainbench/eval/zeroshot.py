@@ -85,7 +85,7 @@ def svc_zero_shot_spec(
         "n_classes": n_classes,
         "top_k": top_k,
         "split": split,
-        "classifier": f"SVC(rbf, gamma={gamma}, C=1.0, probability=True)",
+        "classifier": f"SVC(rbf, gamma={gamma}, C=1.0); top-k > 1 ranks Platt-scaled probabilities",
         "class_samples": list(PROMPT_TEMPLATES),
     }
     description = (
@@ -155,21 +155,24 @@ def svc_zero_shot_accuracy(
         class_samples: ``(S, D)`` embeddings of the class samples (several per class).
         sample_labels: ``(S,)`` class index of each sample.
         labels: ``(N,)`` true class of each prediction.
-        top_k: 1 uses the SVC's decision (``clf.score``), k > 1 its ``predict_proba`` ranking.
+        top_k: 1 uses the SVC's decision (``clf.score``), k > 1 its Platt-scaled probability ranking.
         gamma: RBF kernel coefficient (BraVL: 1e-5 on its own latents; default sklearn's ``"scale"``).
         c: SVC regularisation (BraVL: 1.0).
 
     Returns:
         0-d float64 accuracy.
     """
+    from sklearn.calibration import CalibratedClassifierCV
     from sklearn.metrics import top_k_accuracy_score
     from sklearn.svm import SVC
 
     x = F.normalize(class_samples.double(), dim=-1).numpy()
     queries = F.normalize(pred.double(), dim=-1).numpy()
-    classifier = SVC(gamma=gamma, C=c, probability=True, random_state=0).fit(x, sample_labels.numpy())
     if top_k == 1:
+        classifier = SVC(gamma=gamma, C=c).fit(x, sample_labels.numpy())
         return torch.tensor(classifier.score(queries, labels.numpy()), dtype=torch.float64)
+    # Platt-scaled probabilities, as SVC(probability=True) gave before scikit-learn 1.9 deprecated it.
+    classifier = CalibratedClassifierCV(SVC(gamma=gamma, C=c), ensemble=False).fit(x, sample_labels.numpy())
     probabilities = classifier.predict_proba(queries)
     score = top_k_accuracy_score(labels.numpy(), probabilities, k=top_k, labels=classifier.classes_)
     return torch.tensor(score, dtype=torch.float64)
