@@ -124,6 +124,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--runs", type=Path, default=Path("runs"))
     bench.add_argument("--accelerator", default="auto")
     bench.add_argument("--devices", default="1")
+    bench.add_argument(
+        "--strategy", default="auto", help="Lightning strategy; ddp on CPU: gloo ranks forked by Lightning"
+    )
     bench.add_argument("--num-workers", type=int, default=0)
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -249,6 +252,7 @@ def _run(args: argparse.Namespace) -> None:
             runs=args.runs,
             accelerator=args.accelerator,
             devices=devices,
+            strategy=args.strategy,
             num_workers=args.num_workers,
             val_fraction=args.val_fraction,
             progress=not args.quiet,

@@ -3,9 +3,9 @@
 Batches are dicts: ``voxels`` ``(B, V)`` float32, ``stim_id`` and ``subject`` ``(B,)`` int64, and one
 ``(B, *shape)`` float32 tensor per requested target name (``clip_tokens``, ``clip_image``, ``layer:<k>``),
 looked up per batch in the memory-mapped :class:`~brainbench.data.feature_cache.FeatureCache`. Shards are
-split by node and by worker (webdataset ``split_by_node`` / ``split_by_worker``), so the same module serves
-one CPU process, DDP and multi-node runs. Train and validation samples are single trials; test samples are
-the repeat averages.
+split by worker (webdataset ``split_by_worker``) and, under DDP, by rank at the sample level (see
+:meth:`FMRIDataModule._rank_length`), so the same module serves one CPU process, DDP and multi-node runs.
+Train and validation samples are single trials; test samples are the repeat averages.
 
 Shards are read from the prepared folder, or streamed from anywhere webdataset can open (``shard_url``:
 ``http(s)://`` and ``pipe:`` URLs, e.g. ``pipe:curl -s https://host/prepared/subj01/{path}``), so a
@@ -151,8 +151,10 @@ class FMRIDataModule(L.LightningDataModule):
         stages: list[Any] = [wds.SimpleShardList(urls)]
         if shuffle:
             stages.append(wds.shuffle(len(urls), rng=random.Random(self.seed)))
+        rank, world_size = self._rank_and_world_size()
+        if world_size == 1:
+            stages.append(wds.split_by_node)
         stages += [
-            wds.split_by_node,
             wds.split_by_worker,
             wds.tarfile_to_samples(handler=shard_handler),
             self._count_check(split),
@@ -163,9 +165,10 @@ class FMRIDataModule(L.LightningDataModule):
                     self.shuffle_buffer, initial=self.shuffle_buffer, rng=random.Random(self.seed + 1)
                 )
             )
+        if world_size > 1:
+            stages.append(wds.slice(rank, None, world_size))
         stages += [wds.map(decode_sample), wds.map(self._item)]
-        world_size = self.trainer.world_size if self.trainer is not None else 1
-        pipeline = wds.DataPipeline(*stages).with_length(self.split_size(split) // world_size)
+        pipeline = wds.DataPipeline(*stages).with_length(self._rank_length(split, shuffle, rank, world_size))
         return DataLoader(
             pipeline,
             batch_size=self.batch_size,
@@ -173,6 +176,37 @@ class FMRIDataModule(L.LightningDataModule):
             collate_fn=self._collate,
             persistent_workers=self.num_workers > 0,
         )
+
+    def _rank_and_world_size(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return int(self.trainer.global_rank), int(self.trainer.world_size)
+
+    def _rank_length(self, split: str, shuffle: bool, rank: int, world_size: int) -> int:
+        """Samples this rank's loader reports (Lightning steps ``ceil(length / batch_size)`` batches).
+
+        Under DDP the shards are split **by sample**, not by shard (``split_by_node`` would leave ranks
+        without data whenever a split has fewer shards than ranks, as every world split has one shard): every
+        rank reads the same seeded stream (same shard order, same shuffle buffer) and keeps the samples at
+        positions ``rank, rank + world_size, ...``, so each sample goes to exactly one rank; decoding, the
+        costly part, only happens for the kept ones. Reading is ``world_size`` times the data, fine for the
+        worlds and the fMRI splits here.
+
+        Training ranks must step the same number of batches (DDP synchronises every backward), so the
+        training length is ``N // world_size`` on every rank: the ranks holding one sample more keep it in
+        their last, partial batch, and all samples are seen once per epoch, except when ``N // world_size``
+        is a multiple of the batch size, where those few (< world_size) extra samples are left for that
+        epoch (the order changes every epoch). With ``num_workers > 1`` shards are split by worker as
+        before, workers end with partial batches, and Lightning's step count bounds the epoch, so a rank may
+        leave up to ``num_workers - 1`` partial batches unread; no rank ever runs out before the others.
+        Evaluation splits report each rank's own count: nothing is left out, and no collective runs per batch.
+        """
+        n = self.split_size(split)
+        if world_size == 1:
+            return n
+        if shuffle:
+            return n // world_size
+        return len(range(rank, n, world_size))
 
     def shard_urls(self, split: str) -> list[str]:
         """Where each shard of ``split`` is read from: local paths, or ``shard_url`` joined with its path."""
@@ -241,8 +275,7 @@ class FMRIDataModule(L.LightningDataModule):
         groups: dict[int, list[dict[str, Any]]] = {}
         for item in wds.DataPipeline(*stages):
             groups.setdefault(int(item["stim_id"]), []).append(item)
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        world_size = self.trainer.world_size if self.trainer is not None else 1
+        rank, world_size = self._rank_and_world_size()
         averaged = [
             {
                 "voxels": torch.stack([it["voxels"] for it in trials]).mean(dim=0),

@@ -22,6 +22,7 @@ import math
 
 import lightning as L
 import torch
+from torch import nn
 
 from brainbench.methods.base import DecoderModule
 
@@ -65,9 +66,21 @@ class RidgeDecoder(DecoderModule):
         self.target_shape = self.target_shapes[self.target_name]
         n_out = math.prod(self.target_shape)
         v = self.n_voxels
-        self.register_buffer("weight", torch.zeros(v, n_out))
-        self.register_buffer("bias", torch.zeros(n_out))
+        # Frozen parameters rather than buffers (the state-dict keys are the same), so that :meth:`setup` can
+        # unfreeze them for DistributedDataParallel, which refuses a module with no parameter needing a
+        # gradient. No optimizer ever steps them; the solve writes them in place.
+        self.weight = nn.Parameter(torch.zeros(v, n_out), requires_grad=False)
+        self.bias = nn.Parameter(torch.zeros(n_out), requires_grad=False)
         self.register_buffer("alpha", torch.tensor(float("nan")))
+
+    def setup(self, stage: str) -> None:
+        """Under DDP, lets the coefficients require a gradient while fitting (DDP wraps only for ``fit``)."""
+        if stage == "fit" and self.trainer.world_size > 1:
+            self.requires_grad_(True)
+
+    def teardown(self, stage: str) -> None:
+        """Freezes the coefficients again after a distributed fit."""
+        self.requires_grad_(False)
 
     def on_train_epoch_start(self) -> None:
         """Allocates the sufficient statistics, zeroed, at the start of every training epoch.
@@ -81,6 +94,7 @@ class RidgeDecoder(DecoderModule):
             self.register_buffer(
                 name, torch.zeros(shape, dtype=torch.float64, device=self.weight.device), persistent=False
             )
+        self._solved = False
 
     def forward(self, voxels: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(B, V)`` -> ``{target: (B, *target_shape)}``."""
@@ -105,8 +119,23 @@ class RidgeDecoder(DecoderModule):
         self.y_sum += y.sum(0)
         self.count += len(x)
 
+    def on_validation_epoch_start(self) -> None:
+        """Solves before validation scores the alphas (Lightning validates before ``on_train_epoch_end``)."""
+        if not self.trainer.sanity_checking:
+            self._solve()
+
     def on_train_epoch_end(self) -> None:
-        """All-reduces the statistics and solves for every alpha through one eigendecomposition."""
+        """Solves when no validation ran this epoch (the solution then keeps the middle alpha)."""
+        if not self._solved:
+            self._solve()
+
+    def _solve(self) -> None:
+        """All-reduces the statistics and solves for every alpha through one eigendecomposition.
+
+        Every rank calls this at the same point (after its last training batch), so the sum-reduce of the
+        sufficient statistics is one collective per epoch and the DDP solution equals the single-process one.
+        """
+        self._solved = True
         for name in ("xtx", "xty", "x_sum", "y_sum", "count"):
             setattr(self, name, self.trainer.strategy.reduce(getattr(self, name), reduce_op="sum"))
         n = self.count
@@ -126,6 +155,7 @@ class RidgeDecoder(DecoderModule):
         x_mean, y_mean = self._means
         return weight, y_mean - x_mean @ weight
 
+    @torch.no_grad()
     def _set_alpha(self, k: int) -> None:
         weight, bias = self._solution(k)
         self.weight.copy_(weight.float())
@@ -134,6 +164,8 @@ class RidgeDecoder(DecoderModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Scores every alpha in the eigenbasis: ``pred = ((x - m) Q / (lambda + alpha)) P + y_mean``."""
+        if self.trainer.sanity_checking:
+            return
         x_mean, y_mean = self._means
         x_rotated = (batch["voxels"].double() - x_mean) @ self._eigvecs
         y = _standardise_rows(batch[self.target_name].flatten(1).double())
@@ -144,6 +176,8 @@ class RidgeDecoder(DecoderModule):
 
     def on_validation_epoch_end(self) -> None:
         """Keeps the alpha with the best validation pattern correlation (summed over processes)."""
+        if self.trainer.sanity_checking:
+            return
         scores = self.trainer.strategy.reduce(self._val_scores, reduce_op="sum")
         best = int(torch.argmax(scores))
         self._set_alpha(best)
@@ -154,11 +188,11 @@ class RidgeDecoder(DecoderModule):
     def fit(
         self, trainer: L.Trainer, datamodule: L.LightningDataModule, ckpt_path: str | None = None
     ) -> None:
-        """One pass over the training split to accumulate and solve, then one over validation to pick alpha.
+        """One pass over the training split to accumulate, the solve, then validation to pick alpha.
 
-        The loaders are passed explicitly (validation must follow the solve, which Lightning's fit would run
-        before ``on_train_epoch_end``), so the datamodule is attached by hand for its rank-aware lengths.
+        All inside one ``trainer.fit`` (the solve runs in :meth:`on_validation_epoch_start`): under DDP with
+        Lightning's process launchers each ``fit``/``validate`` call starts new processes and only the fitted
+        weights come back, so the eigendecomposition must not outlive the call that computed it. The loaders
+        are built by the datamodule inside each process, so they know their rank.
         """
-        datamodule.trainer = trainer
-        trainer.fit(self, train_dataloaders=datamodule.train_dataloader())
-        trainer.validate(self, dataloaders=datamodule.val_dataloader(), verbose=False)
+        trainer.fit(self, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -1,0 +1,108 @@
+"""DDP on CPU (gloo, Lightning's fork launcher) on the tiny world, against the single-process run.
+
+Ridge is closed form: its sufficient statistics are summed across ranks, so 2-process DDP must give the
+single-process coefficients (to float32 round-off) and the same retrieval numbers. Lite-Mind must train under
+DDP with every rank stepping the same batches and append exactly one row. The datamodule checks use stand-in
+trainers (rank, world size), so they cover the sample-level rank split without starting processes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from test_end_to_end import CONFIGS, _request
+
+from brainbench.bench import run_bench
+from brainbench.data.datamodule import FMRIDataModule
+
+pytestmark = pytest.mark.slow
+
+PREPARED = Path("prepared") / "world-nsd-v1-tiny" / "subj01"
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The single-process ridge run; its home (world, shards, feature cache) is shared by the DDP runs."""
+    tmp = tmp_path_factory.mktemp("single")
+    row, result = run_bench(_request(tmp, "ridge"))
+    return {"tmp": tmp, "home": tmp / "home", "row": row, "result": result}
+
+
+def _samples(datamodule: FMRIDataModule, split: str, rank: int, world_size: int) -> tuple[int, Counter]:
+    """This rank's loader length (batches) and its samples as a multiset of (stim_id, first voxels)."""
+    datamodule.trainer = SimpleNamespace(global_rank=rank, world_size=world_size)  # type: ignore[assignment]
+    loader = datamodule.train_dataloader() if split == "train" else datamodule.predict_dataloader()
+    seen: Counter = Counter()
+    for batch in loader:
+        for stim, voxels in zip(batch["stim_id"].tolist(), batch["voxels"][:, :4].tolist(), strict=True):
+            seen[(stim, tuple(round(v, 5) for v in voxels))] += 1
+    return len(loader), seen
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_ranks_share_the_split_exactly_once_in_equal_steps(single: dict, world_size: int) -> None:
+    """336 training trials in one shard: split by sample, every trial on exactly one rank, equal lengths."""
+    datamodule = FMRIDataModule(single["home"] / PREPARED, backbone="world-clip:v1", batch_size=64, seed=3)
+    _, everything = _samples(datamodule, "train", 0, 1)
+    assert sum(everything.values()) == datamodule.split_size("train") == 336
+    lengths, union = set(), Counter()
+    for rank in range(world_size):
+        length, seen = _samples(datamodule, "train", rank, world_size)
+        assert sum(seen.values()) == 336 // world_size  # 168 or 112: divisible, so no rank holds one more
+        lengths.add(length)
+        union += seen
+    assert lengths == {-(-336 // world_size // 64)}  # ceil(168 / 64) = 3, ceil(112 / 64) = 2 on every rank
+    assert union == everything
+    # the test split (60 averages): every stimulus predicted once, no padding
+    _, test_all = _samples(datamodule, "test", 0, 1)
+    test_union: Counter = Counter()
+    for rank in range(world_size):
+        test_union += _samples(datamodule, "test", rank, world_size)[1]
+    assert test_union == test_all and sum(test_all.values()) == 60
+
+
+def test_ridge_ddp_matches_single_process(single: dict) -> None:
+    tmp = single["tmp"] / "ddp"
+    row, result = run_bench(_request(tmp, "ridge", home=single["home"], devices=2, strategy="ddp"))
+    # Ridge is closed form and the summed statistics are float64: the 60-way top-1s must be identical and
+    # the 2-way within 1e-6 (the coefficients differ from single-process only by float32 round-off).
+    assert set(result.values) == set(single["result"].values)
+    for key, value in single["result"].values.items():
+        assert result.values[key] == pytest.approx(value, abs=1e-6), key
+        if "top1" in key:
+            assert result.values[key] == value, key
+    ddp_model = load_file(tmp / "runs" / row["run_id"] / "model" / "decoder.safetensors")
+    one_model = load_file(single["tmp"] / "runs" / single["row"]["run_id"] / "model" / "decoder.safetensors")
+    assert float(ddp_model["alpha"]) == float(one_model["alpha"])
+    torch.testing.assert_close(ddp_model["weight"], one_model["weight"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ddp_model["bias"], one_model["bias"], rtol=1e-4, atol=1e-5)
+    table = pd.read_csv(tmp / "leaderboards" / "world-nsd" / "retrieval.csv")
+    assert list(table["method"]) == ["ridge"] and int(table["n_train_samples"].iloc[0]) == 336
+
+
+def test_litemind_ddp_runs_and_appends_one_row(single: dict, tmp_path: Path) -> None:
+    config = yaml.safe_load((CONFIGS / "litemind_tiny.yaml").read_text())
+    config["trainer"]["max_epochs"] = config["model"]["init_args"]["max_epochs"] = 2
+    config_path = tmp_path / "litemind_ddp.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    request = _request(
+        tmp_path, "litemind", home=single["home"], config=str(config_path), devices=2, strategy="ddp"
+    )
+    row, result = run_bench(request)
+    table = pd.read_csv(tmp_path / "leaderboards" / "world-nsd" / "retrieval.csv")
+    assert list(table["method"]) == ["litemind"] and table["run_id"].iloc[0] == row["run_id"]
+    assert result.chance  # evaluated on the 60 gathered test predictions
+    run = tmp_path / "runs" / row["run_id"]
+    assert (run / "model" / "decoder.safetensors").is_file() and (run / "checkpoints" / "best.ckpt").is_file()
+    metrics = pd.read_csv(run / "logs" / "metrics.csv")
+    # 168 trials per rank at batch 64: 3 steps per epoch on both ranks, 2 epochs, validation after each
+    assert metrics.groupby("epoch")["step"].max().tolist() == [2, 5]
+    assert len(metrics.dropna(subset=["val_top1"])) == 2
+    assert list((tmp_path / "runs").iterdir()) == [run]  # the other rank wrote no run folder
