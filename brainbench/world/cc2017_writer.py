@@ -27,12 +27,8 @@ complete. ``.complete`` markers are written last for the stimuli folder and for 
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -41,6 +37,8 @@ import nibabel as nib
 import numpy as np
 from nibabel import cifti2
 
+from brainbench.world.files import atomic_path, write_marker
+
 DATASET_DIR = "video_fmri_dataset"
 COMPLETE_MARKER = ".complete"
 HEMISPHERE_VERTICES = 32_492  # vertices per hemisphere of HCP's 32k_fs_LR mesh
@@ -48,18 +46,6 @@ CAPTION_COLUMNS = ("movie", "start_s", "end_s", "caption")
 TR_S = 2.0
 VOLUMES_AFTER_MOVIE = 4  # MATLAB st:end-4 (datasets.md §5.2 trap 3)
 TEST_STIM_ID_OFFSET = 100_000
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a hidden sibling path with the same suffixes; rename it onto ``path`` if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".partial-{os.getpid()}-{path.name}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -144,19 +130,14 @@ def is_complete(root: str | Path, subject: int | None = None) -> bool:
     return subject is None or layout.subject_marker(subject).is_file()
 
 
-def _write_marker(path: Path, content: dict[str, object]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({**content, "written": datetime.now(UTC).isoformat()}) + "\n")
-
-
 def write_stimuli_marker(root: Path, movies: list[str]) -> None:
     """Mark the stimuli folder complete (call after every mp4 and the captions are written)."""
-    _write_marker(Cc2017Layout(root).stimuli_marker, {"movies": movies})
+    write_marker(Cc2017Layout(root).stimuli_marker, {"movies": movies})
 
 
 def write_subject_marker(root: Path, subject: int, n_runs: int) -> None:
     """Mark a subject complete (call after all of its runs are written)."""
-    _write_marker(Cc2017Layout(root).subject_marker(subject), {"subject": subject, "n_runs": n_runs})
+    write_marker(Cc2017Layout(root).subject_marker(subject), {"subject": subject, "n_runs": n_runs})
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ import openpyxl
 from openpyxl.writer.excel import ExcelWriter
 from PIL import Image
 
-from brainbench.world.nsd_writer import _atomic, _write_marker
+from brainbench.world.files import atomic_path, write_marker
 
 TRAIN_TSV = "stimulus_ImageNetTraining.tsv"
 TEST_TSV = "stimulus_ImageNetTest.tsv"
@@ -229,7 +229,7 @@ def write_god_stimuli(root: str | Path, stimuli: GodStimuli) -> None:
             )
     _marker(root, None).unlink(missing_ok=True)
     for name, images in ((TRAIN_TSV, stimuli.train), (TEST_TSV, stimuli.test)):
-        with _atomic(root / name) as tmp:
+        with atomic_path(root / name) as tmp:
             tmp.write_text("".join(_tsv_row(image) for image in images), encoding="utf-8")
     _write_synsets(root / SYNSET_XLSX, stimuli.test_categories)
     for split, images, pixels in (
@@ -240,7 +240,7 @@ def write_god_stimuli(root: str | Path, stimuli: GodStimuli) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for image, rgb in zip(images, pixels, strict=True):
             Image.fromarray(np.ascontiguousarray(rgb)).save(folder / image.name, format="PNG")
-    _write_marker(_marker(root, None), {"n_train": len(stimuli.train), "n_test": len(stimuli.test)})
+    write_marker(_marker(root, None), {"n_train": len(stimuli.train), "n_test": len(stimuli.test)})
 
 
 def _tsv_row(image: GodImage) -> str:
@@ -259,7 +259,7 @@ def _write_synsets(path: Path, categories: tuple[GodCategory, ...]) -> None:
     workbook.properties.created = workbook.properties.modified = _XLSX_TIME
     written = io.BytesIO()
     ExcelWriter(workbook, zipfile.ZipFile(written, "w", zipfile.ZIP_DEFLATED)).save()
-    with zipfile.ZipFile(written) as source, _atomic(path) as tmp:
+    with zipfile.ZipFile(written) as source, atomic_path(path) as tmp:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as target:
             for info in source.infolist():
                 entry = zipfile.ZipInfo(info.filename, date_time=_ZIP_TIME)
@@ -296,12 +296,12 @@ def write_god_subject(root: str | Path, subject: int, blocks: GodBlocks, voxels:
     labels = blocks.columns()
     dataset = np.concatenate([responses, np.stack(list(labels.values()), axis=1)], axis=1)
     keys, descriptions, values = _metadata(n_voxels, voxels)
-    with _atomic(subject_file(root, subject)) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(subject_file(root, subject)) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("dataset", data=dataset)
         f.create_dataset("metadata/key", data=np.array(keys, dtype=np.bytes_))
         f.create_dataset("metadata/description", data=np.array(descriptions, dtype=np.bytes_))
         f.create_dataset("metadata/value", data=values)
-    _write_marker(_marker(root, subject), {"subject": subject, "n_samples": len(blocks)})
+    write_marker(_marker(root, subject), {"subject": subject, "n_samples": len(blocks)})
 
 
 def _metadata(n_voxels: int, voxels: GodVoxels) -> tuple[list[bytes], list[bytes], np.ndarray]:

@@ -19,12 +19,8 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
-import os
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import h5py
@@ -34,29 +30,13 @@ import pandas as pd
 import scipy.io
 
 from brainbench.data.sources.nsd_layout import NsdLayout, subject_dir_name
+from brainbench.world.files import atomic_path, write_marker
 from brainbench.world.types import StimulusSet, SubjectRecording, WorldDesign
 
 RUNS_PER_SESSION = 12
 COCO_ID_OFFSET = 100_000
 COCO_SPLIT = "train2017"
 _EPOCH_DATENUM = 737_791.0  # MATLAB datenum of 2020-01-01, first session of every world subject
-
-
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling path; rename it onto ``path`` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_marker(path: Path, content: dict[str, object]) -> None:
-    with _atomic(path) as tmp:
-        tmp.write_text(json.dumps({**content, "written": datetime.now(UTC).isoformat()}) + "\n")
 
 
 def is_complete(root: str | Path, subject: int | None = None) -> bool:
@@ -112,7 +92,7 @@ def write_nsd_design(root: str | Path, stimuli: StimulusSet, design: WorldDesign
     n_stim = len(stimuli)
     subjectim = np.asarray(design.subjectim, dtype=np.int64)
     masterordering = np.asarray(design.masterordering, dtype=np.int64)
-    with _atomic(layout.expdesign) as tmp:
+    with atomic_path(layout.expdesign) as tmp:
         mat = {
             "subjectim": (subjectim + 1).astype(np.float64),
             "masterordering": (masterordering + 1).astype(np.float64)[None, :],
@@ -121,12 +101,12 @@ def write_nsd_design(root: str | Path, stimuli: StimulusSet, design: WorldDesign
         scipy.io.savemat(tmp, mat, format="5", do_compression=True, oned_as="row")
         _fix_mat_header(tmp)
     _write_stim_info(layout, n_stim, design)
-    with _atomic(layout.stimuli_hdf5) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(layout.stimuli_hdf5) as tmp, h5py.File(tmp, "w") as f:
         images = np.asarray(stimuli.images, dtype=np.uint8)
         chunks = (1, *images.shape[1:]) if n_stim else None
         f.create_dataset("imgBrick", data=images, chunks=chunks, compression="gzip", compression_opts=1)
     _write_coco(layout, stimuli)
-    _write_marker(layout.design_marker, {"n_stimuli": n_stim, "n_subjects": int(subjectim.shape[0])})
+    write_marker(layout.design_marker, {"n_stimuli": n_stim, "n_subjects": int(subjectim.shape[0])})
 
 
 def _fix_mat_header(path: Path) -> None:
@@ -155,7 +135,7 @@ def _write_stim_info(layout: NsdLayout, n_stim: int, design: WorldDesign) -> Non
         reps = repeat_trials(design.trial_stimulus_ids(s), n_stim)
         for k in range(reps.shape[1]):
             table[f"subject{s}_rep{k}"] = reps[:, k]
-    with _atomic(layout.stim_info) as tmp:
+    with atomic_path(layout.stim_info) as tmp:
         pd.DataFrame(table).to_csv(tmp)
 
 
@@ -192,7 +172,7 @@ def _write_coco(layout: NsdLayout, stimuli: StimulusSet) -> None:
         "instances": {"info": info, "images": images, "annotations": instances, "categories": categories},
     }
     for kind, document in documents.items():
-        with _atomic(layout.coco(kind, COCO_SPLIT)) as tmp:
+        with atomic_path(layout.coco(kind, COCO_SPLIT)) as tmp:
             tmp.write_text(json.dumps(document), encoding="utf-8")
 
 
@@ -250,7 +230,7 @@ def _save_nifti(path: Path, volume: np.ndarray, affine: np.ndarray, compressleve
     image.header.set_data_dtype(volume.dtype)
     image.header.set_xyzt_units("mm", "sec")
     with (
-        _atomic(path) as tmp,
+        atomic_path(path) as tmp,
         open(tmp, "wb") as raw,
         gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=compresslevel, mtime=0) as gz,
     ):
@@ -308,7 +288,7 @@ def write_nsd_subject(
     affine = np.asarray(recording.affine, dtype=np.float64)
 
     responses = layout.responses(subject)
-    with _atomic(responses) as tmp:
+    with atomic_path(responses) as tmp:
         _responses_table(design, subject).to_csv(tmp, sep="\t", index=False)
     _save_nifti(layout.brainmask(subject), mask.astype(np.int16), affine, compresslevel)
     for atlas, volume in recording.roi_volumes.items():
@@ -316,7 +296,7 @@ def write_nsd_subject(
     for atlas, labels in recording.roi_labels.items():
         table = "".join(f"{index} {name}\n" for index, name in sorted({0: "Unknown", **labels}.items()))
         for who in (subject, None):
-            with _atomic(layout.ctab(atlas, who)) as tmp:
+            with atomic_path(layout.ctab(atlas, who)) as tmp:
                 tmp.write_text(table)
 
     per_session = design.trials_per_session
@@ -327,8 +307,8 @@ def write_nsd_subject(
         volume[mask] = values.T
         _save_nifti(layout.betas_nifti(subject, session), volume, affine, compresslevel)
         if write_hdf5:
-            with _atomic(layout.betas_hdf5(subject, session)) as tmp, h5py.File(tmp, "w") as f:
+            with atomic_path(layout.betas_hdf5(subject, session)) as tmp, h5py.File(tmp, "w") as f:
                 f.create_dataset(
                     "betas", data=volume.transpose(3, 2, 1, 0), chunks=(values.shape[0], 1, 1, 1)
                 )
-    _write_marker(layout.subject_marker(subject), {"subject": subject, "n_sessions": design.n_sessions})
+    write_marker(layout.subject_marker(subject), {"subject": subject, "n_sessions": design.n_sessions})
