@@ -334,16 +334,20 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
     assert datamodule.cache is not None
     targets = datamodule.cache.lookup(stim_ids)
     pool = min(300, len(stim_ids))
-    text_backbone = load_backbone(backbone)  # the text tower: class prompts and captions
-    zero_shot = zero_shot_task(manifest, prepared, stim_ids, text_backbone) if manifest.zero_shot else None
+    captions = stimulus_captions(manifest, prepared, stim_ids)
+    # The text tower (class prompts, captions) is loaded only when the dataset has either.
+    text_backbone = load_backbone(backbone) if manifest.zero_shot or captions else None
+    zero_shot = None
+    if manifest.zero_shot and text_backbone is not None:
+        zero_shot = zero_shot_task(manifest, prepared, stim_ids, text_backbone)
     result = evaluate(
         predictions,
         targets,
         network=backbone,
         pool=pool,
         zero_shot=zero_shot,
-        caption_targets=caption_targets(manifest, prepared, stim_ids, text_backbone),
-        cls_token_is_pooled=text_backbone.cls_token_is_pooled,
+        caption_targets=caption_targets(captions, text_backbone) if captions and text_backbone else None,
+        cls_token_is_pooled=text_backbone.cls_token_is_pooled if text_backbone else True,
     )
     absent = _score_generated(result, predictions, manifest, prepared, stim_ids)
     record = replace(
@@ -408,14 +412,15 @@ def _score_generated(
     return scores.absent
 
 
-def caption_targets(
-    manifest: Manifest, prepared: Path, stim_ids: np.ndarray, backbone: ImageBackbone
-) -> torch.Tensor | None:
-    """Mean caption embedding per test stimulus, or ``None`` when some stimulus has no caption."""
+def stimulus_captions(manifest: Manifest, prepared: Path, stim_ids: np.ndarray) -> list[list[str]] | None:
+    """Every test stimulus's captions, or ``None`` when some stimulus has none (no text retrieval then)."""
     with StimulusStore(prepared / manifest.stimulus_store["path"]) as store:
         captions = [store.captions(int(s)) for s in stim_ids]
-    if not captions or any(not c for c in captions):
-        return None
+    return captions if captions and all(captions) else None
+
+
+def caption_targets(captions: list[list[str]], backbone: ImageBackbone) -> torch.Tensor:
+    """Mean caption embedding per test stimulus (rows follow ``captions``)."""
     owners = torch.repeat_interleave(torch.arange(len(captions)), torch.tensor([len(c) for c in captions]))
     text = backbone.encode_text([c for caps in captions for c in caps])
     return caption_embeddings(text, owners, len(captions))
