@@ -145,21 +145,27 @@ class WeightsSource:
     fix: str
 
 
-def _hub_checkpoint(filename: str, description: str, fetch: str) -> WeightsSource:
+# The `fetch_elsewhere` strings below are download commands printed in an absent network's reason, for the
+# user to run on a machine with internet access. brainbench never runs them: weights are only looked up in the
+# local torch hub / HF caches (see ``availability``), and an absent network is reported, never fetched.
+
+
+def _hub_checkpoint(filename: str, description: str, fetch_elsewhere: str) -> WeightsSource:
     def path() -> Path:
         return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
     fix = (
-        f"on a machine with internet run `{fetch}`, then copy <TORCH_HOME>/hub/checkpoints/{filename} "
-        f"to that path here (or set TORCH_HOME so that $TORCH_HOME/hub/checkpoints/{filename} exists)"
+        f"on a machine with internet run `{fetch_elsewhere}`, then copy "
+        f"<TORCH_HOME>/hub/checkpoints/{filename} to that path here "
+        f"(or set TORCH_HOME so that $TORCH_HOME/hub/checkpoints/{filename} exists)"
     )
     return WeightsSource(description, lambda: path() if path().is_file() else None, lambda: str(path()), fix)
 
 
 def torchvision_weights(builder: str, enum: str, filename: str) -> WeightsSource:
     """Torchvision weights ``enum`` of ``builder``, expected as ``<torch hub dir>/checkpoints/<filename>``."""
-    fetch = f"python -c \"import torchvision; torchvision.models.{builder}(weights='{enum}')\""
-    return _hub_checkpoint(filename, f"torchvision {builder} weights {enum}", fetch)
+    fetch_elsewhere = f"python -c \"import torchvision; torchvision.models.{builder}(weights='{enum}')\""
+    return _hub_checkpoint(filename, f"torchvision {builder} weights {enum}", fetch_elsewhere)
 
 
 def _package_file(package: str, relative: str, description: str, fix: str) -> WeightsSource:
@@ -176,7 +182,9 @@ def _package_file(package: str, relative: str, description: str, fix: str) -> We
     return WeightsSource(description, find, lambda: str(path() or f"<{package}>/{relative}"), fix)
 
 
-def _hf_cache(repo_id: str, filenames: tuple[str, ...], description: str, fetch: str) -> WeightsSource:
+def _hf_cache(
+    repo_id: str, filenames: tuple[str, ...], description: str, fetch_elsewhere: str
+) -> WeightsSource:
     def find() -> Path | None:
         from huggingface_hub import constants, try_to_load_from_cache
 
@@ -192,7 +200,10 @@ def _hf_cache(repo_id: str, filenames: tuple[str, ...], description: str, fetch:
         folder = "models--" + repo_id.replace("/", "--")
         return f"{constants.HF_HUB_CACHE}/{folder}/snapshots/<rev>/{' or '.join(filenames)}"
 
-    fix = f"on a machine with internet run `{fetch}`, then copy its HF cache folder into HF_HUB_CACHE here"
+    fix = (
+        f"on a machine with internet run `{fetch_elsewhere}`, then copy its HF cache folder into "
+        "HF_HUB_CACHE here"
+    )
     return WeightsSource(description, find, expected, fix)
 
 
