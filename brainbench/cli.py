@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -150,52 +151,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Per adapter: where it lives and which of its keyword arguments come from which CLI option.
+_ADAPTERS: dict[str, tuple[str, dict[str, str]]] = {
+    "nsd": ("brainbench.data.sources.nsd:prepare_nsd", {"sessions": "sessions", "dataset": "dataset_name"}),
+    "god": (
+        "brainbench.data.sources.god:prepare_god",
+        {"roi": "roi", "images": "images", "image_size": "image_size", "dataset": "dataset_name"},
+    ),
+    "cc2017": (
+        "brainbench.data.sources.cc2017:prepare_cc2017",
+        {
+            "lag_trs": "lag_trs",
+            "volumes_per_run": "volumes_per_run",
+            "fps": "fps",
+            "frame_size": "frame_size",
+            "p_value": "p_value",
+            "dataset": "dataset_name",
+        },
+    ),
+    "mindeye": (
+        "brainbench.data.sources.mindeye:prepare_mindeye",
+        {"version": "version", "test_set": "test_set", "image_size": "image_size"},
+    ),
+}
+
+
 def _prepare(args: argparse.Namespace) -> object:
-    common = {"val_fraction": args.val_fraction, "overwrite": args.overwrite}
-    if args.dataset == "nsd":
-        from brainbench.data.sources.nsd import prepare_nsd
-
-        return prepare_nsd(
-            args.root, args.subject, args.out, sessions=args.sessions, dataset=args.dataset_name, **common
-        )
-    if args.dataset == "god":
-        from brainbench.data.sources.god import prepare_god
-
-        return prepare_god(
-            args.root,
-            args.subject,
-            args.out,
-            roi=args.roi,
-            images=args.images,
-            image_size=args.image_size,
-            dataset=args.dataset_name,
-            **common,
-        )
-    if args.dataset == "cc2017":
-        from brainbench.data.sources.cc2017 import prepare_cc2017
-
-        return prepare_cc2017(
-            args.root,
-            args.subject,
-            args.out,
-            lag_trs=args.lag_trs,
-            volumes_per_run=args.volumes_per_run,
-            fps=args.fps,
-            frame_size=args.frame_size,
-            p_value=args.p_value,
-            dataset=args.dataset_name,
-            **common,
-        )
-    from brainbench.data.sources.mindeye import prepare_mindeye
-
-    return prepare_mindeye(
-        args.root,
-        args.subject,
-        args.out,
-        version=args.version,
-        test_set=args.test_set,
-        image_size=args.image_size,
-        **common,
+    target, options = _ADAPTERS[args.dataset]
+    module, function = target.split(":")
+    adapter = getattr(importlib.import_module(module), function)
+    kwargs = {name: getattr(args, option) for name, option in options.items()}
+    return adapter(
+        args.root, args.subject, args.out, val_fraction=args.val_fraction, overwrite=args.overwrite, **kwargs
     )
 
 

@@ -9,11 +9,17 @@ from brainbench.cli import build_parser, main
 from brainbench.methods import list_methods
 from brainbench.world.config import WORLD_PRESETS
 
-_spec = importlib.util.spec_from_file_location(
-    "nsd_make_fixture", Path(__file__).parent / "data/nsd/make_fixture.py"
-)
-fx = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fx)
+
+def _fixture_module(name: str):
+    spec = importlib.util.spec_from_file_location(
+        f"{name}_make_fixture", Path(__file__).parent / f"data/{name}/make_fixture.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+fx = _fixture_module("nsd")
 
 
 def test_list(capsys):
@@ -98,3 +104,24 @@ def test_help_lists_the_commands():
     for command in ("world", "prepare", "bench", "describe", "list"):
         assert command in text
     assert "brainbench describe litemind --scale nsd" in text
+
+
+@pytest.mark.parametrize(
+    ("dataset", "write", "extra"),
+    [
+        ("god", lambda m, root: m.write_god_fixture(root), []),
+        ("mindeye", lambda m, root: m.write_me1_fixture(root), ["--version", "1"]),
+        (
+            "cc2017",
+            lambda m, root: m.write_cc2017_fixture(root, n_train=3),
+            ["--volumes-per-run", "6", "--p-value", "1"],
+        ),
+    ],
+)
+def test_prepare_every_adapter_from_the_command_line(capsys, tmp_path, dataset, write, extra):
+    write(_fixture_module(dataset), tmp_path / "root")
+    out = tmp_path / "prepared"
+    args = ["prepare", dataset, "--root", str(tmp_path / "root"), "--subject", "1", "--out", str(out), *extra]
+    assert main(args) == 0, capsys.readouterr().err
+    assert (out / "manifest.json").is_file()
+    assert "subject 1" in capsys.readouterr().out
