@@ -20,23 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 import yaml
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy, Strategy
 
-from brainbench.backbones.openclip import ImageBackbone, load_backbone
 from brainbench.data.datamodule import FMRIDataModule
 from brainbench.data.manifest import Manifest
 from brainbench.data.registry import DATASETS, get_dataset, obtain_raw, prepare
-from brainbench.data.stimulus_store import StimulusStore
 from brainbench.errors import ConfigError, DataFormatError
-from brainbench.eval.evaluator import EvalResult, evaluate
-from brainbench.eval.reconstruction import score_outputs
-from brainbench.eval.text_retrieval import caption_embeddings
-from brainbench.eval.zeroshot import PROMPT_TEMPLATES, ZeroShotTask
+from brainbench.eval.evaluator import EvalResult
+from brainbench.eval.scoring import evaluate_test_split
 from brainbench.leaderboard.store import RunRecord, append_row, new_run_id
 from brainbench.methods import build_method, load_method_config
 from brainbench.methods.base import DecoderModule
@@ -333,23 +328,7 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
     stim_ids = predictions.pop("stim_id").numpy()
     assert datamodule.cache is not None
     targets = datamodule.cache.lookup(stim_ids)
-    pool = min(300, len(stim_ids))
-    captions = stimulus_captions(manifest, prepared, stim_ids)
-    # The text tower (class prompts, captions) is loaded only when the dataset has either.
-    text_backbone = load_backbone(backbone) if manifest.zero_shot or captions else None
-    zero_shot = None
-    if manifest.zero_shot and text_backbone is not None:
-        zero_shot = zero_shot_task(manifest, prepared, stim_ids, text_backbone)
-    result = evaluate(
-        predictions,
-        targets,
-        network=backbone,
-        pool=pool,
-        zero_shot=zero_shot,
-        caption_targets=caption_targets(captions, text_backbone) if captions and text_backbone else None,
-        cls_token_is_pooled=text_backbone.cls_token_is_pooled if text_backbone else True,
-    )
-    absent = _score_generated(result, predictions, manifest, prepared, stim_ids)
+    result, absent = evaluate_test_split(predictions, targets, manifest, prepared, stim_ids, backbone)
     record = replace(
         RunRecord.new(
             method=model.method_id,
@@ -386,80 +365,6 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
         )
     )
     return row, result
-
-
-def _score_generated(
-    result: EvalResult,
-    predictions: dict[str, torch.Tensor],
-    manifest: Manifest,
-    prepared: Path,
-    stim_ids: np.ndarray,
-) -> dict[str, str]:
-    """Adds the reconstruction/video columns when the method generated ``images`` or ``frames``.
-
-    Returns:
-        The columns that could not be computed here (a network's weights are absent), with the reason.
-    """
-    if not {"images", "frames"} & set(predictions):
-        return {}
-    with StimulusStore(prepared / manifest.stimulus_store["path"]) as store:
-        truth = {"images": torch.from_numpy(store.images(stim_ids))}
-        if "frames" in predictions:
-            truth["frames"] = torch.from_numpy(store.frames(stim_ids))
-    scores = score_outputs(predictions, truth)
-    for key, value in scores.values.items():
-        result.add(scores.specs[key], value, scores.chance.get(key, float("nan")))
-    return scores.absent
-
-
-def stimulus_captions(manifest: Manifest, prepared: Path, stim_ids: np.ndarray) -> list[list[str]] | None:
-    """Every test stimulus's captions, or ``None`` when some stimulus has none (no text retrieval then)."""
-    with StimulusStore(prepared / manifest.stimulus_store["path"]) as store:
-        captions = [store.captions(int(s)) for s in stim_ids]
-    return captions if captions and all(captions) else None
-
-
-def caption_targets(captions: list[list[str]], backbone: ImageBackbone) -> torch.Tensor:
-    """Mean caption embedding per test stimulus (rows follow ``captions``)."""
-    owners = torch.repeat_interleave(torch.arange(len(captions)), torch.tensor([len(c) for c in captions]))
-    text = backbone.encode_text([c for caps in captions for c in caps])
-    return caption_embeddings(text, owners, len(captions))
-
-
-def zero_shot_task(
-    manifest: Manifest, prepared: Path, stim_ids: np.ndarray, backbone: ImageBackbone
-) -> ZeroShotTask:
-    """The manifest's candidate classes as prompt embeddings, and each test row's true class.
-
-    Raises:
-        DataFormatError: a test stimulus whose category is not among the candidates.
-    """
-    spec = manifest.zero_shot or {}
-    names: list[str] = list(spec["names"])
-    prompt = str(spec.get("prompt", "a photo of a {}."))
-    store_path = prepared / manifest.stimulus_store["path"]
-    with StimulusStore(store_path) as store:
-        categories = [store.categories(int(s)) for s in stim_ids]
-    index = {name: i for i, name in enumerate(names)}
-    unknown = sorted({c[0] if c else "<none>" for c in categories if not c or c[0] not in index})
-    if unknown:
-        raise DataFormatError(
-            store_path,
-            f"test stimuli of categories {unknown[:5]} are not zero-shot candidates {names[:5]}...",
-            "re-run `brainbench prepare` so the store and manifest.zero_shot agree",
-        )
-    embeddings = backbone.encode_text([prompt.format(name) for name in names]).float()
-    samples = backbone.encode_text([t.format(name) for name in names for t in PROMPT_TEMPLATES]).float()
-    labels = torch.tensor([index[c[0]] for c in categories], dtype=torch.int64)
-    return ZeroShotTask(
-        embeddings,
-        labels,
-        prompt,
-        str(spec.get("split", "test")),
-        backbone.cls_token_is_pooled,
-        class_samples=samples,
-        sample_labels=torch.arange(len(names)).repeat_interleave(len(PROMPT_TEMPLATES)),
-    )
 
 
 def format_summary(result: EvalResult, row: dict[str, Any], leaderboards: Path) -> str:
