@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 METHOD ?= litemind
 SUBJECT ?= 1
-DATASET ?= world-nsd
+DATASET ?=
 DATA_ROOT ?=
 ARGS ?=
 # pip's extra-index warnings on these machines are noise; sed drops them and, with pipefail, pip's own exit
@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 bench: setup
-	$(BIN)/brainbench bench --method $(METHOD) --subject $(SUBJECT) --dataset $(DATASET) \
+	$(BIN)/brainbench bench --method $(METHOD) --subject $(SUBJECT) $(if $(DATASET),--dataset $(DATASET)) \
 		$(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(ARGS)
 
 # Renders leaderboards/<dataset>/<task>.csv + leaderboards/reported/*.csv into leaderboards/README.md and the

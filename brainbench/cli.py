@@ -107,8 +107,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--subject", type=int, default=1)
     bench.add_argument(
         "--dataset",
-        default="world-nsd",
-        help="world-nsd (default), world-god, world-cc2017; real copies (with --data-root): nsd, god, cc2017",
+        default=None,
+        help="world-nsd, world-god, world-cc2017; real copies (with --data-root): nsd, god, cc2017 "
+        "(default: the config's dataset, else world-nsd)",
     )
     bench.add_argument("--config", default=None, help="config name (world, nsd) or path to a YAML file")
     bench.add_argument("--data-root", type=Path, default=None, help="root of a real dataset copy")
@@ -129,6 +130,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "--strategy", default="auto", help="Lightning strategy; ddp on CPU: gloo ranks forked by Lightning"
     )
     bench.add_argument("--num-workers", type=int, default=0)
+    bench.add_argument(
+        "--generator",
+        default=None,
+        help="override the config's generator kind: retrieval, world-decoder, unclip, versatile-diffusion, "
+        "sd-img2img",
+    )
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -242,6 +249,7 @@ def _run(args: argparse.Namespace) -> None:
             strategy=args.strategy,
             num_workers=args.num_workers,
             val_fraction=args.val_fraction,
+            generator=args.generator,
             progress=not args.quiet,
         )
         row, result = run_bench(request)

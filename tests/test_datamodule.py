@@ -319,3 +319,35 @@ def test_streamed_truncated_shard_is_reported(prepared, tmp_path):
     streamed = make_datamodule(directory, shard_url=f"pipe:cat {directory}/{{path}}")
     with pytest.raises(DataFormatError, match="the manifest says"):
         loader_items(streamed.val_dataloader())
+
+
+def test_text_targets_come_from_the_cache(prepared, tmp_path):
+    directory = copy_prepared(prepared, tmp_path)
+    dm = make_datamodule(directory, targets=("clip_image", "clip_text", "clip_captions", "clip_class_text"))
+    torch.manual_seed(0)  # the random-weight backbone the cache is rebuilt with, and the one compared to
+    dm.prepare_data(progress=False)
+    torch.manual_seed(0)
+    backbone = load_backbone(BACKBONE)
+    shapes = dm.target_shapes()
+    dim = shapes["clip_image"][0]
+    assert shapes["clip_text"] == (dim,) and shapes["clip_class_text"] == (dim,)
+    assert shapes["clip_captions"][1] == dim
+    batch = next(iter(dm.train_dataloader()))
+    with StimulusStore(directory / prepared["manifest"].stimulus_store["path"]) as store:
+        captions = store.captions(int(batch["stim_id"][0]))
+    expected = torch.nn.functional.normalize(backbone.encode_text(captions), dim=-1).mean(0)
+    torch.testing.assert_close(
+        batch["clip_text"][0], torch.nn.functional.normalize(expected, dim=0), atol=2e-3, rtol=0
+    )
+
+
+def test_train_sessions_keeps_only_the_first_sessions(prepared):
+    samples = prepared["samples"]["train"]
+    kept = [s for s in samples if s.session <= 1]
+    assert 0 < len(kept) < len(samples)
+    dm = make_datamodule(prepared["dir"], train_sessions=1)
+    assert dm.split_size("train") == len(kept)
+    seen = loader_items(dm.train_dataloader())
+    assert sample_keys(seen) == sample_keys([(s.stim_id, s.voxels) for s in kept])
+    with pytest.raises(ConfigError, match="train_sessions must be a positive"):
+        make_datamodule(prepared["dir"], train_sessions=0)

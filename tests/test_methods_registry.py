@@ -7,8 +7,8 @@ a new scale config is tested without a new test.
 import pytest
 import torch
 
-from brainbench.bench import SCALE_SHAPES, scale_shapes
 from brainbench.cli import main
+from brainbench.describe import SCALE_VOXELS, backbone_target_shapes, scale_shapes, synthetic_rois
 from brainbench.errors import ConfigError
 from brainbench.methods import (
     CONFIG_ROOT,
@@ -28,7 +28,7 @@ def test_list_methods():
     assert {"litemind", "ridge"} <= set(methods)
     assert methods == sorted(methods)
     for method in methods:
-        assert set(list_scales(method)) <= set(SCALE_SHAPES), method
+        assert {scale.split("-")[0] for scale in list_scales(method)} <= set(SCALE_VOXELS), method
 
 
 def test_every_method_has_the_reference_scales():
@@ -68,7 +68,8 @@ def test_config_builds_at_its_reference_scale(method, scale):
     assert config["path"] == str(CONFIG_ROOT / method / f"{scale}.yaml")
     shapes = scale_shapes(config)
     torch.manual_seed(0)
-    model = build_method(config, shapes["n_voxels"], shapes["target_shapes"])
+    rois = synthetic_rois(shapes["n_voxels"])
+    model = build_method(config, shapes["n_voxels"], shapes["target_shapes"], rois=rois)
     assert isinstance(model, DecoderModule)
     assert model.method_id == method
     assert model.paper and model.fidelity
@@ -92,7 +93,7 @@ def test_config_builds_at_its_reference_scale(method, scale):
 
 def test_build_method_converts_lists_to_tuples():
     config = load_method_config("litemind", "world")
-    shapes = SCALE_SHAPES["world"]
+    shapes = scale_shapes(config)
     model = build_method(config, shapes["n_voxels"], shapes["target_shapes"])
     init_args = config["model"]["init_args"]
     assert isinstance(init_args["stage_widths"], list)
@@ -111,3 +112,35 @@ def test_describe_litemind_at_nsd_scale(capsys):
 def test_describe_unknown_method_fails_cleanly(capsys):
     assert main(["describe", "nope"]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
+
+
+def test_backbone_target_shapes_follow_the_open_clip_configs():
+    shapes = backbone_target_shapes(
+        "ViT-L-14:openai", ["clip_tokens", "clip_image", "layer:12", "clip_captions"]
+    )
+    assert shapes == {
+        "clip_tokens": (257, 768),
+        "clip_image": (768,),
+        "layer:12": (257, 1024),
+        "clip_captions": (5, 768),
+    }
+    assert backbone_target_shapes("ViT-B-32:openai", ["clip_text"]) == {"clip_text": (512,)}
+    assert backbone_target_shapes("world-clip:v1", ["clip_tokens", "layer:2"]) == {
+        "clip_tokens": (65, 128),
+        "layer:2": (65, 192),
+    }
+    with pytest.raises(ConfigError, match="no shape rule for target 'voxels'"):
+        backbone_target_shapes("world-clip:v1", ["voxels"])
+
+
+def test_synthetic_rois_cover_disjoint_blocks_with_world_proportions():
+    rois = synthetic_rois(15724)
+    assert rois["nsdgeneral/nsdgeneral"] == list(range(15724))
+    blocks = [set(v) for k, v in rois.items() if k != "nsdgeneral/nsdgeneral"]
+    assert sum(map(len, blocks)) == len(set().union(*blocks))  # disjoint
+    assert len(rois["prf-visualrois/V1v"]) == round(106 / 2520 * 15724)
+
+
+def test_world_scale_shapes_come_from_the_world_clip_config():
+    config = load_method_config("litemind", "world")
+    assert scale_shapes(config) == {"n_voxels": 2520, "target_shapes": {"clip_tokens": (65, 128)}}

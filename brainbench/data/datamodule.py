@@ -53,6 +53,8 @@ class FMRIDataModule(L.LightningDataModule):
             appended to, or a template with ``{path}``; ``None`` reads the local files.
         val_average: validate on the repeat average of each validation stimulus, as the test split is
             scored, instead of on single trials (see :meth:`val_dataloader`).
+        train_sessions: train only on trials of sessions ``1..train_sessions`` (NSD's "1 hour" setting is
+            one 750-trial session; a small-world session is 300 trials); ``None`` keeps every session.
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class FMRIDataModule(L.LightningDataModule):
         verify: bool = True,
         shard_url: str | None = None,
         val_average: bool = True,
+        train_sessions: int | None = None,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -79,8 +82,12 @@ class FMRIDataModule(L.LightningDataModule):
         self.verify = verify
         self.shard_url = shard_url
         self.val_average = val_average
+        if train_sessions is not None and int(train_sessions) < 1:
+            raise ConfigError(f"train_sessions must be a positive number of sessions, not {train_sessions}")
+        self.train_sessions = None if train_sessions is None else int(train_sessions)
         self.manifest = Manifest.load(self.data_dir)
         self.cache: FeatureCache | None = None
+        self._n_train_kept: int | None = None
 
     @property
     def n_voxels(self) -> int:
@@ -117,8 +124,31 @@ class FMRIDataModule(L.LightningDataModule):
         return {name: self.cache.shape(name) for name in self.target_names}
 
     def split_size(self, split: str) -> int:
-        """Number of samples in ``split`` (all processes together)."""
+        """Number of samples in ``split`` (all processes together), after the ``train_sessions`` filter."""
+        if split == "train" and self.train_sessions is not None:
+            if self._n_train_kept is None:
+                self._n_train_kept = self._count_kept_training_samples()
+            return self._n_train_kept
         return int(self.manifest.splits[split]["n_samples"])
+
+    def _keeps(self, sample: Sample) -> bool:
+        return self.train_sessions is None or sample.session <= self.train_sessions
+
+    def _count_kept_training_samples(self) -> int:
+        """Training samples within ``train_sessions`` (one pass over the split's shards)."""
+        stages = [
+            wds.SimpleShardList(self.shard_urls("train")),
+            wds.tarfile_to_samples(handler=shard_handler),
+            wds.map(decode_sample),
+            wds.select(self._keeps),
+        ]
+        kept = sum(1 for _ in wds.DataPipeline(*stages))
+        if kept == 0:
+            raise ConfigError(
+                f"{self.data_dir}: no training trial is in sessions 1..{self.train_sessions}; "
+                "raise train_sessions"
+            )
+        return kept
 
     def _item(self, sample: Sample) -> dict[str, Any]:
         voxels = sample.voxels.astype(np.float32)
@@ -165,9 +195,14 @@ class FMRIDataModule(L.LightningDataModule):
                     self.shuffle_buffer, initial=self.shuffle_buffer, rng=random.Random(self.seed + 1)
                 )
             )
+        session_filter = split == "train" and self.train_sessions is not None
+        if session_filter:  # before the rank slice, so ranks share the kept samples evenly
+            stages += [wds.map(decode_sample), wds.select(self._keeps)]
         if world_size > 1:
             stages.append(wds.slice(rank, None, world_size))
-        stages += [wds.map(decode_sample), wds.map(self._item)]
+        if not session_filter:
+            stages.append(wds.map(decode_sample))
+        stages.append(wds.map(self._item))
         pipeline = wds.DataPipeline(*stages).with_length(self._rank_length(split, shuffle, rank, world_size))
         return DataLoader(
             pipeline,

@@ -3,6 +3,8 @@
 A cache lives in ``<prepared dir>/features/<backbone id>/``: one ``<name>.npy`` per feature (float16, rows in
 ``stim_ids.npy`` order) plus ``cache.json`` recording the backbone id and the sha256 of the stimulus store it
 was computed from. A cache whose store checksum no longer matches is rebuilt, never silently reused.
+Besides image features (``clip_tokens``, ``clip_image``, ``layer:<k>``) it holds text targets computed from
+the store's captions and categories (:data:`brainbench.data.text_features.TEXT_FEATURES`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from tqdm.auto import tqdm
 
 from brainbench.backbones.openclip import ImageBackbone
 from brainbench.data.stimulus_store import StimulusStore
+from brainbench.data.text_features import TEXT_FEATURES, text_features
 from brainbench.errors import ConfigError, DataFormatError
 
 
@@ -110,7 +113,8 @@ class FeatureCache:
         store = StimulusStore(store_path)
         stim_ids = np.asarray(store.stim_ids, dtype=np.int64)
         layers = tuple(int(n.split(":")[1]) for n in names if n.startswith("layer:"))
-        chunks: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        image_names = [n for n in names if n not in TEXT_FEATURES]
+        chunks: dict[str, list[np.ndarray]] = {n: [] for n in image_names}
         for start in tqdm(
             range(0, len(stim_ids), batch_size),
             desc=f"features {backbone.backbone_id}",
@@ -119,14 +123,17 @@ class FeatureCache:
         ):
             images = torch.from_numpy(store.images(stim_ids[start : start + batch_size]))
             out = backbone.forward_features(images, layers=layers)
-            for n in names:
+            for n in image_names:
                 chunks[n].append(out[n].to(torch.float16).numpy())
+        arrays = {n: np.concatenate(chunks[n]) for n in image_names}
+        text = text_features(store, stim_ids, backbone, [n for n in names if n in TEXT_FEATURES])
+        arrays.update({n: a.astype(np.float16) for n, a in text.items()})
         tmp = directory.with_name(directory.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         np.save(tmp / "stim_ids.npy", stim_ids)
         for n in names:
-            np.save(tmp / _file_name(n), np.concatenate(chunks[n]))
+            np.save(tmp / _file_name(n), arrays[n])
         (tmp / "cache.json").write_text(
             json.dumps(
                 {

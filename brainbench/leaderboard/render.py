@@ -183,7 +183,9 @@ class BoardSection:
         return re.sub(r"[^A-Za-z0-9]+", "-", "-".join(p for p in parts if p)).strip("-").lower()
 
 
-_EVALUATED_LABELS = ("method", "method_version", "subject", "backbone", "postprocess")
+# ``config`` and ``generator`` keep ablations (another config, another generator) in rows of their own
+_EVALUATED_LABELS = ("method", "method_version", "config", "subject", "backbone", "generator", "postprocess")
+_OPTIONAL_LABELS = ("config", "generator")  # shown only in sections where some row has them
 _REPORTED_LABELS = ("method", "subject", "split", "postprocess", "source", "page")
 
 
@@ -242,6 +244,8 @@ def _family_table(
 def _section(rows: pd.DataFrame, key: dict[str, str], reported: bool, metric_ids: list[str]) -> BoardSection:
     present = [m for m in metric_ids if rows[m].notna().any()]
     labels = _REPORTED_LABELS if reported else _EVALUATED_LABELS
+    rows = rows.assign(**{c: "" for c in labels if c not in rows.columns})
+    labels = tuple(c for c in labels if c not in _OPTIONAL_LABELS or (rows[c] != "").any())
     grouped = rows.groupby(list(labels), sort=True, dropna=False)
     entries = grouped[present].mean().reset_index()
     if not reported:

@@ -7,6 +7,7 @@ nothing here changes.
 from __future__ import annotations
 
 import importlib
+import inspect
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -51,12 +52,24 @@ def resolve_class(class_path: str) -> type:
         raise ConfigError(f"cannot import {class_path!r}: {error}") from error
 
 
-def build_method(config: dict[str, Any], n_voxels: int, target_shapes: dict[str, tuple[int, ...]]) -> Any:  # noqa: ANN401
-    """Instantiates the config's model with the data-dependent sizes filled in."""
+def build_method(
+    config: dict[str, Any],
+    n_voxels: int,
+    target_shapes: dict[str, tuple[int, ...]],
+    rois: dict[str, list[int]] | None = None,
+) -> Any:  # noqa: ANN401
+    """Instantiates the config's model with the data-dependent sizes filled in.
+
+    ``rois`` (the manifest's ROI name -> voxel indices) is passed only to methods whose constructor takes a
+    ``rois`` argument (ROI-split inputs, e.g. BrainMCLIP).
+    """
     init_args = dict(config["model"].get("init_args") or {})
     for key, value in init_args.items():
         if isinstance(value, list):
             init_args[key] = tuple(value)
-    return resolve_class(config["model"]["class_path"])(
-        n_voxels=n_voxels, target_shapes=target_shapes, **init_args
-    )
+    cls = resolve_class(config["model"]["class_path"])
+    if "rois" in inspect.signature(cls.__init__).parameters:
+        if rois is None:
+            raise ConfigError(f"{cls.__name__} splits its input by ROI but no ROIs were given")
+        init_args["rois"] = {name: list(map(int, idx)) for name, idx in rois.items()}
+    return cls(n_voxels=n_voxels, target_shapes=target_shapes, **init_args)

@@ -10,6 +10,7 @@ the runner fills in from the prepared dataset and the backbone.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -80,6 +81,21 @@ class DecoderModule(L.LightningModule):
     def n_parameters(self) -> int:
         """Number of parameters (trainable and frozen)."""
         return sum(p.numel() for p in self.parameters())
+
+    def pretrain(
+        self,
+        datamodules: dict[int, L.LightningDataModule],
+        make_trainer: Callable[[str, int], L.Trainer],
+        cache_dir: Path,
+    ) -> None:
+        """Pre-trains shared weights on other subjects (a config's ``pretrain`` section); none by default.
+
+        Args:
+            datamodules: subject -> its prepared, set-up datamodule (same backbone and targets as the run).
+            make_trainer: ``make_trainer(name, max_epochs)`` gives a trainer configured like the run's.
+            cache_dir: a folder unique to what determines the pre-trained weights; a method saves them there
+                and loads them instead of pre-training again when they are present.
+        """
 
     def fit(
         self, trainer: L.Trainer, datamodule: L.LightningDataModule, ckpt_path: str | None = None

@@ -1,0 +1,75 @@
+"""Stages bench adds around a method: config-chosen dataset, pre-training subjects and cache, image grids."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from brainbench.bench import BenchRequest, config_name, resolve_request
+from brainbench.errors import ConfigError
+from brainbench.generators.run import save_image_grid
+from brainbench.pretraining import pretrain_cache_dir, pretrain_subjects
+
+
+def write_config(tmp_path: Path, **sections) -> str:
+    config = {
+        "model": {"class_path": "brainbench.methods.ridge.Ridge", "init_args": {}},
+        "data": {"backbone": "world-clip:v1", "targets": ["clip_image"], "train_sessions": 1},
+        **sections,
+    }
+    path = tmp_path / "world-ablation.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_dataset_comes_from_the_config_unless_given(tmp_path):
+    path = write_config(tmp_path, dataset="world-god")
+    request, config = resolve_request(BenchRequest(method="ridge", config=path))
+    assert request.dataset == "world-god"
+    assert config_name(config) == "world-ablation"
+    request, _ = resolve_request(BenchRequest(method="ridge", config=path, dataset="world-nsd"))
+    assert request.dataset == "world-nsd"
+    request, _ = resolve_request(BenchRequest(method="ridge", config=write_config(tmp_path)))
+    assert request.dataset == "world-nsd"
+
+
+def test_generator_override_needs_a_generator_section(tmp_path):
+    with pytest.raises(ConfigError, match="has no generator section"):
+        resolve_request(BenchRequest(method="ridge", config=write_config(tmp_path), generator="retrieval"))
+    path = write_config(tmp_path, generator={"kind": "world-decoder", "inputs": {"clip_image": "clip_image"}})
+    _, config = resolve_request(BenchRequest(method="ridge", config=path, generator="retrieval"))
+    assert config["generator"] == {"kind": "retrieval", "inputs": {"clip_image": "clip_image"}}
+
+
+def test_pretrain_subjects():
+    request = BenchRequest(method="mindtuner", subject=2, dataset="world-nsd", world_preset="small")
+    assert pretrain_subjects(request, {"subjects": "others"}) == [1, 3, 4, 5, 6, 7, 8]
+    assert pretrain_subjects(request, {"subjects": [1, 2, 5]}) == [1, 5]
+    with pytest.raises(ConfigError, match="leaves no subject besides 2"):
+        pretrain_subjects(request, {"subjects": [2]})
+    with pytest.raises(ConfigError, match="needs a world dataset"):
+        pretrain_subjects(replace(request, dataset="nsd"), {"subjects": "others"})
+
+
+def test_pretrain_cache_is_shared_across_session_counts_but_not_seeds(tmp_path):
+    request = BenchRequest(method="mindtuner", dataset="world-nsd", home=tmp_path)
+    config = yaml.safe_load(Path(write_config(tmp_path, pretrain={"subjects": "others"})).read_text())
+    all_sessions = {**config, "data": {**config["data"], "train_sessions": None}}
+    key = pretrain_cache_dir(request, config, [2, 3], "world-clip:v1")
+    assert key.parent == tmp_path / "pretrained"
+    assert pretrain_cache_dir(request, all_sessions, [2, 3], "world-clip:v1") == key
+    assert pretrain_cache_dir(replace(request, seed=1), config, [2, 3], "world-clip:v1") != key
+    assert pretrain_cache_dir(request, config, [2, 4], "world-clip:v1") != key
+
+
+def test_image_grid(tmp_path):
+    images = torch.arange(10 * 4 * 5 * 3, dtype=torch.int64).remainder(256).to(torch.uint8).view(10, 4, 5, 3)
+    save_image_grid(images, tmp_path / "grid.png", columns=4)
+    grid = np.asarray(Image.open(tmp_path / "grid.png"))
+    assert grid.shape == (3 * 4, 4 * 5, 3)
+    np.testing.assert_array_equal(grid[4:8, 5:10], images[5].numpy())
+    assert (grid[8:, 10:] == 255).all()  # the unused cells of the last row are white
