@@ -203,15 +203,13 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["state_dict"])
         score = best.best_model_score  # None after a forked DDP fit: Lightning returns only the path
-        say(
-            request, f"kept the checkpoint with the best {model.monitor}: {float(score or float('nan')):.4f}"
-        )
+        say(request, f"kept the checkpoint with the best {model.monitor}: {float(score or float('nan')):.4f}")
     predictions = predict_test(trainer, model, datamodule)
     if trainer.global_rank != 0:  # DDP ranks other than 0 (Lightning's script launcher): rank 0 writes
         return {}, EvalResult()
     stim_ids = predictions.pop("stim_id").numpy()
     generator = generate_images(
-        config, predictions, datamodule, backbone, run_dir, request.seed, lambda m: say(request, m)
+        config, predictions, stim_ids, datamodule, backbone, run_dir, request.seed, lambda m: say(request, m)
     )
     assert datamodule.cache is not None
     targets = datamodule.cache.lookup(stim_ids)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from brainbench.bench import BenchRequest, config_name, resolve_request
 from brainbench.errors import ConfigError
-from brainbench.generators.run import save_image_grid
+from brainbench.generators.run import save_gallery
 from brainbench.pretraining import pretrain_cache_dir, pretrain_subjects
 
 
@@ -66,10 +66,17 @@ def test_pretrain_cache_is_shared_across_session_counts_but_not_seeds(tmp_path):
     assert pretrain_cache_dir(request, config, [2, 4], "world-clip:v1") != key
 
 
-def test_image_grid(tmp_path):
-    images = torch.arange(10 * 4 * 5 * 3, dtype=torch.int64).remainder(256).to(torch.uint8).view(10, 4, 5, 3)
-    save_image_grid(images, tmp_path / "grid.png", columns=4)
-    grid = np.asarray(Image.open(tmp_path / "grid.png"))
-    assert grid.shape == (3 * 4, 4 * 5, 3)
-    np.testing.assert_array_equal(grid[4:8, 5:10], images[5].numpy())
-    assert (grid[8:, 10:] == 255).all()  # the unused cells of the last row are white
+class FakeStore:
+    def images(self, stim_ids):
+        return np.stack([np.full((4, 5, 3), int(s), dtype=np.uint8) for s in stim_ids])
+
+
+def test_gallery_saves_the_first_stimuli_beside_their_ground_truth(tmp_path):
+    stim_ids = np.array([30, 10, 20])
+    images = torch.stack([torch.full((4, 5, 3), 100 + int(s), dtype=torch.uint8) for s in stim_ids])
+    save_gallery(images, FakeStore(), stim_ids, tmp_path / "recons")
+    assert sorted(p.name for p in (tmp_path / "recons").iterdir()) == [
+        "000010.png", "000020.png", "000030.png", "gt_000010.png", "gt_000020.png", "gt_000030.png"
+    ]  # fmt: skip
+    assert (np.asarray(Image.open(tmp_path / "recons" / "000020.png")) == 120).all()
+    assert (np.asarray(Image.open(tmp_path / "recons" / "gt_000020.png")) == 20).all()

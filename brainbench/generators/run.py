@@ -15,12 +15,14 @@ from brainbench.data.shards import iter_split
 from brainbench.data.stimulus_store import StimulusStore
 from brainbench.generators import GenerationContext, build_generator
 
-GRID_FILE = "reconstructions.png"
+#: test reconstructions saved per run for the report's gallery (``runs/<run_id>/recons/``)
+GALLERY_IMAGES = 8
 
 
 def generate_images(
     config: dict[str, Any],
     predictions: dict[str, torch.Tensor],
+    stim_ids: np.ndarray,
     datamodule: FMRIDataModule,
     backbone: str,
     run_dir: Path,
@@ -28,6 +30,9 @@ def generate_images(
     say: Callable[[str], None] = print,
 ) -> str:
     """Runs the config's generator on the test predictions (adds ``predictions["images"]``).
+
+    The first :data:`GALLERY_IMAGES` test stimuli (by ``stim_id``) are saved with their ground truth as
+    ``run_dir/recons/<stim_id>.png`` and ``gt_<stim_id>.png``, which the HTML report shows side by side.
 
     Returns:
         The generator's id for the leaderboard's ``generator`` column (``none`` without a generator).
@@ -51,7 +56,8 @@ def generate_images(
     generator = build_generator(spec, context)
     say(f"generating test images with {generator.generator_id}")
     predictions["images"] = generator.generate_from_predictions(predictions)
-    save_image_grid(predictions["images"][:32], run_dir / GRID_FILE)
+    with StimulusStore(store_path) as store:
+        save_gallery(predictions["images"], store, stim_ids, run_dir / "recons")
     return getattr(generator, "full_id", generator.generator_id)
 
 
@@ -61,13 +67,12 @@ def training_stim_ids(datamodule: FMRIDataModule) -> np.ndarray:
     return np.array(sorted(ids), dtype=np.int64)
 
 
-def save_image_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
-    """``(N, H, W, 3)`` uint8 images as one PNG grid (the run's first test reconstructions)."""
-    n, h, w, _ = images.shape
-    rows = -(-n // columns)
-    grid = np.full((rows * h, columns * w, 3), 255, dtype=np.uint8)
-    for i, image in enumerate(images.numpy()):
-        r, c = divmod(i, columns)
-        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = image
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(path)
+def save_gallery(images: torch.Tensor, store: StimulusStore, stim_ids: np.ndarray, folder: Path) -> None:
+    """The first :data:`GALLERY_IMAGES` generated images (rows follow ``stim_ids``) beside their stimuli."""
+    folder.mkdir(parents=True, exist_ok=True)
+    first = np.argsort(stim_ids, kind="stable")[:GALLERY_IMAGES]
+    truth = store.images(stim_ids[first])
+    for row, stim_truth in zip(first, truth, strict=True):
+        key = f"{int(stim_ids[row]):06d}"
+        Image.fromarray(images[row].numpy()).save(folder / f"{key}.png")
+        Image.fromarray(stim_truth).save(folder / f"gt_{key}.png")

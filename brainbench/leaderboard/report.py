@@ -150,6 +150,7 @@ class GalleryRun:
     postprocess: str
     recons: dict[str, Path] = field(hash=False)
     ground_truth: dict[str, Path] = field(hash=False)
+    variant: str = ""  # the row's config and generator, when recorded
 
 
 def find_gallery_runs(rows: pd.DataFrame, runs: str | Path) -> dict[tuple[str, str], list[GalleryRun]]:
@@ -175,6 +176,7 @@ def find_gallery_runs(rows: pd.DataFrame, runs: str | Path) -> dict[tuple[str, s
             str(row["postprocess"]),
             recons,
             ground_truth,
+            " · ".join(str(row.get(c, "")) for c in ("config", "generator") if str(row.get(c, ""))),
         )
         found.setdefault((str(row["dataset"]), str(row["task"])), []).append(run)
     return found
@@ -211,7 +213,8 @@ def gallery_html(
         keys = sorted({k for run in gallery_runs for k in run.recons})[:GALLERY_ITEMS]
         lines.append(f"<h3>{_e(dataset)} · {_e(task)}</h3>")
         head = "<th>stimulus</th><th>ground truth</th>" + "".join(
-            f"<th>{_e(run.method)}<br><small>{_e(' · '.join((run.subject, run.postprocess, run.run_id)))}"
+            f"<th>{_e(run.method)}<br><small>"
+            f"{_e(' · '.join(p for p in (run.variant, run.subject, run.postprocess, run.run_id) if p))}"
             "</small></th>"
             for run in gallery_runs
         )
