@@ -13,6 +13,7 @@ from typing import Any
 
 import open_clip
 
+from brainbench.data.pixel_features import feature_size
 from brainbench.errors import ConfigError
 from brainbench.methods import build_method, load_method_config
 
@@ -22,6 +23,8 @@ SCALE_VOXELS: dict[str, int] = {"nsd": 15724, "god": 4466, "cc2017": 13447, "wor
 
 #: captions per stimulus assumed for ``clip_captions`` (NSD/COCO: 5; the world: up to 5)
 N_CAPTIONS = 5
+#: frames per fMRI sample assumed for ``frames:<px>`` (NeuroClips: 2 s at 3 fps = 6)
+N_FRAMES = 6
 
 #: ROI proportions of the small world's subject 1 within its nsdgeneral voxels, used to give ROI-split methods
 #: synthetic ROIs at other scales (the real ROI sizes are read from the data when a method is trained)
@@ -50,7 +53,8 @@ def backbone_target_shapes(backbone_id: str, targets: list[str]) -> dict[str, tu
     """Per-sample shapes of ``targets`` for a backbone, from its open_clip architecture config.
 
     ``clip_tokens`` ``(T, D)`` with ``T = (image / patch)^2 + 1``; ``clip_image``, ``clip_text`` and
-    ``clip_class_text`` ``(D,)``; ``clip_captions`` ``(N_CAPTIONS, D)``; ``layer:<k>`` ``(T, width)``.
+    ``clip_class_text`` ``(D,)``; ``clip_captions`` ``(N_CAPTIONS, D)``; ``layer:<k>`` ``(T, width)``;
+    ``pixels:<px>`` ``(3, px, px)``; ``frames:<px>`` ``(N_FRAMES, 3, px, px)``.
     """
     arch = backbone_id.split(":", 1)[0]
     if arch == "world-clip":
@@ -73,6 +77,10 @@ def backbone_target_shapes(backbone_id: str, targets: list[str]) -> dict[str, tu
             shapes[name] = (N_CAPTIONS, dim)
         elif name.startswith("layer:"):
             shapes[name] = (n_tokens, width)
+        elif name.startswith("pixels:"):
+            shapes[name] = (3, feature_size(name), feature_size(name))
+        elif name.startswith("frames:"):
+            shapes[name] = (N_FRAMES, 3, feature_size(name), feature_size(name))
         else:
             raise ConfigError(f"no shape rule for target {name!r}")
     return shapes

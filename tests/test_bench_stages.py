@@ -70,6 +70,11 @@ class FakeStore:
     def images(self, stim_ids):
         return np.stack([np.full((4, 5, 3), int(s), dtype=np.uint8) for s in stim_ids])
 
+    def frames(self, stim_ids):
+        return np.stack(
+            [np.stack([np.full((4, 5, 3), int(s) + f, dtype=np.uint8) for f in range(3)]) for s in stim_ids]
+        )
+
 
 def test_gallery_saves_the_first_stimuli_beside_their_ground_truth(tmp_path):
     stim_ids = np.array([30, 10, 20])
@@ -80,3 +85,13 @@ def test_gallery_saves_the_first_stimuli_beside_their_ground_truth(tmp_path):
     ]  # fmt: skip
     assert (np.asarray(Image.open(tmp_path / "recons" / "000020.png")) == 120).all()
     assert (np.asarray(Image.open(tmp_path / "recons" / "gt_000020.png")) == 20).all()
+
+
+def test_gallery_saves_clips_as_frame_strips(tmp_path):
+    stim_ids = np.array([7])
+    clips = torch.stack([torch.full((4, 5, 3), 50 + f, dtype=torch.uint8) for f in range(3)])[None]
+    save_gallery(clips, FakeStore(), stim_ids, tmp_path)
+    strip = np.asarray(Image.open(tmp_path / "000007.png"))
+    truth = np.asarray(Image.open(tmp_path / "gt_000007.png"))
+    assert strip.shape == truth.shape == (4, 15, 3)
+    assert (strip[:, 5:10] == 51).all() and (truth[:, 10:] == 9).all()

@@ -351,3 +351,17 @@ def test_train_sessions_keeps_only_the_first_sessions(prepared):
     assert sample_keys(seen) == sample_keys([(s.stim_id, s.voxels) for s in kept])
     with pytest.raises(ConfigError, match="train_sessions must be a positive"):
         make_datamodule(prepared["dir"], train_sessions=0)
+
+
+def test_pixel_targets_are_the_resized_stimuli(prepared, tmp_path):
+    directory = copy_prepared(prepared, tmp_path)
+    dm = make_datamodule(directory, targets=("clip_image", "pixels:4"))
+    dm.prepare_data(progress=False)
+    assert dm.target_shapes()["pixels:4"] == (3, 4, 4)
+    batch = next(iter(dm.test_dataloader()))
+    with StimulusStore(directory / prepared["manifest"].stimulus_store["path"]) as store:
+        image = torch.from_numpy(store.images([int(batch["stim_id"][0])])).permute(0, 3, 1, 2).float() / 255
+    expected = torch.nn.functional.interpolate(image, size=(4, 4), mode="bilinear", antialias=True)[0]
+    torch.testing.assert_close(batch["pixels:4"][0], expected, atol=1e-3, rtol=0)  # float16 storage
+    with pytest.raises(ConfigError, match="must look like pixels:<pixels>"):
+        make_datamodule(directory, targets=("pixels:big",)).prepare_data(progress=False)

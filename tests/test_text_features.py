@@ -1,4 +1,4 @@
-"""Text targets per stimulus (brainbench/data/text_features.py) on hand cases."""
+"""Text and pixel targets per stimulus (text_features.py, pixel_features.py) on hand cases."""
 
 from pathlib import Path
 
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from brainbench.data.pixel_features import pixel_features
 from brainbench.data.text_features import CLASS_PROMPT, text_features
 from brainbench.errors import DataFormatError
 
@@ -63,3 +64,23 @@ def test_missing_captions_or_categories_are_named():
         text_features(store, np.array([7, 3]), FakeBackbone(TABLE), ["clip_text"])
     with pytest.raises(DataFormatError, match=r"stimuli \[3\] have no category"):
         text_features(store, np.array([7, 3]), FakeBackbone(TABLE), ["clip_class_text"])
+
+
+class FramesStore:
+    def images(self, stim_ids):
+        return np.stack([np.full((8, 8, 3), 10 * int(s), dtype=np.uint8) for s in stim_ids])
+
+    def frames(self, stim_ids):
+        clip = np.zeros((len(stim_ids), 3, 8, 8, 3), dtype=np.uint8)
+        for i, s in enumerate(stim_ids):
+            for f in range(3):
+                clip[i, f] = 10 * int(s) + f
+        return clip
+
+
+def test_pixel_and_frame_targets_keep_rows_and_frame_order():
+    out = pixel_features(FramesStore(), np.array([2, 1]), ["pixels:4", "frames:2"])
+    assert out["pixels:4"].shape == (2, 3, 4, 4) and out["pixels:4"].dtype == np.float16
+    np.testing.assert_allclose(out["pixels:4"][:, 0, 0, 0], [20 / 255, 10 / 255], rtol=1e-3)
+    assert out["frames:2"].shape == (2, 3, 3, 2, 2)
+    np.testing.assert_allclose(out["frames:2"][1, :, 0, 0, 0], [10 / 255, 11 / 255, 12 / 255], rtol=1e-3)

@@ -4,7 +4,8 @@ A cache lives in ``<prepared dir>/features/<backbone id>/``: one ``<name>.npy`` 
 ``stim_ids.npy`` order) plus ``cache.json`` recording the backbone id and the sha256 of the stimulus store it
 was computed from. A cache whose store checksum no longer matches is rebuilt, never silently reused.
 Besides image features (``clip_tokens``, ``clip_image``, ``layer:<k>``) it holds text targets computed from
-the store's captions and categories (:data:`brainbench.data.text_features.TEXT_FEATURES`).
+the store's captions and categories (:data:`brainbench.data.text_features.TEXT_FEATURES`) and resized pixels
+or video frames (``pixels:<px>``, ``frames:<px>``; :mod:`brainbench.data.pixel_features`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from brainbench.backbones.openclip import ImageBackbone
+from brainbench.data.pixel_features import is_pixel_feature, pixel_features
 from brainbench.data.stimulus_store import StimulusStore
 from brainbench.data.text_features import TEXT_FEATURES, text_features
 from brainbench.errors import ConfigError, DataFormatError
@@ -113,7 +115,7 @@ class FeatureCache:
         store = StimulusStore(store_path)
         stim_ids = np.asarray(store.stim_ids, dtype=np.int64)
         layers = tuple(int(n.split(":")[1]) for n in names if n.startswith("layer:"))
-        image_names = [n for n in names if n not in TEXT_FEATURES]
+        image_names = [n for n in names if n not in TEXT_FEATURES and not is_pixel_feature(n)]
         chunks: dict[str, list[np.ndarray]] = {n: [] for n in image_names}
         for start in tqdm(
             range(0, len(stim_ids), batch_size),
@@ -128,6 +130,7 @@ class FeatureCache:
         arrays = {n: np.concatenate(chunks[n]) for n in image_names}
         text = text_features(store, stim_ids, backbone, [n for n in names if n in TEXT_FEATURES])
         arrays.update({n: a.astype(np.float16) for n, a in text.items()})
+        arrays.update(pixel_features(store, stim_ids, [n for n in names if is_pixel_feature(n)]))
         tmp = directory.with_name(directory.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""The generator interface: named condition tensors in, ``(N, H, W, 3)`` uint8 images out."""
+"""The generator interface: named condition tensors in, ``(N, H, W, 3)`` uint8 images (or clips) out."""
 
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ class ImageGenerator(ABC):
     """
 
     generator_id: ClassVar[str] = ""
+    #: the prediction the output becomes: ``images`` ``(N, H, W, 3)`` or ``frames`` ``(N, F, H, W, 3)`` uint8
+    output: ClassVar[str] = "images"
     #: a generator whose images depend on networks other than the suite's says so in its metric specs
     description: ClassVar[str] = ""
 
@@ -60,7 +62,7 @@ class ImageGenerator(ABC):
 
     @abstractmethod
     def generate(self, conditions: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Images ``(N, H, W, 3)`` uint8 from condition tensors keyed by generator input name."""
+        """Images ``(N, H, W, 3)`` or clips ``(N, F, H, W, 3)``, uint8, from conditions keyed by input."""
 
     def generate_from_predictions(self, predictions: dict[str, torch.Tensor]) -> torch.Tensor:
         """Picks the configured predictions (``inputs``) and generates from them."""

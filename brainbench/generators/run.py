@@ -29,10 +29,11 @@ def generate_images(
     seed: int = 0,
     say: Callable[[str], None] = print,
 ) -> str:
-    """Runs the config's generator on the test predictions (adds ``predictions["images"]``).
+    """Runs the config's generator on the test predictions (adds ``predictions["images"]`` or ``["frames"]``).
 
     The first :data:`GALLERY_IMAGES` test stimuli (by ``stim_id``) are saved with their ground truth as
-    ``run_dir/recons/<stim_id>.png`` and ``gt_<stim_id>.png``, which the HTML report shows side by side.
+    ``run_dir/recons/<stim_id>.png`` and ``gt_<stim_id>.png`` (a video as one strip of its frames), which the
+    HTML report shows side by side.
 
     Returns:
         The generator's id for the leaderboard's ``generator`` column (``none`` without a generator).
@@ -55,9 +56,10 @@ def generate_images(
     )
     generator = build_generator(spec, context)
     say(f"generating test images with {generator.generator_id}")
-    predictions["images"] = generator.generate_from_predictions(predictions)
+    output = generator.generate_from_predictions(predictions)
+    predictions[generator.output] = output
     with StimulusStore(store_path) as store:
-        save_gallery(predictions["images"], store, stim_ids, run_dir / "recons")
+        save_gallery(output, store, stim_ids, run_dir / "recons")
     return getattr(generator, "full_id", generator.generator_id)
 
 
@@ -67,12 +69,19 @@ def training_stim_ids(datamodule: FMRIDataModule) -> np.ndarray:
     return np.array(sorted(ids), dtype=np.int64)
 
 
-def save_gallery(images: torch.Tensor, store: StimulusStore, stim_ids: np.ndarray, folder: Path) -> None:
-    """The first :data:`GALLERY_IMAGES` generated images (rows follow ``stim_ids``) beside their stimuli."""
+def save_gallery(outputs: torch.Tensor, store: StimulusStore, stim_ids: np.ndarray, folder: Path) -> None:
+    """Saves the first :data:`GALLERY_IMAGES` generated images or clips (rows follow ``stim_ids``) + stimuli.
+
+    A clip ``(F, H, W, 3)`` is saved as one ``(H, F * W, 3)`` strip of its frames, as is its ground truth.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     first = np.argsort(stim_ids, kind="stable")[:GALLERY_IMAGES]
-    truth = store.images(stim_ids[first])
+    video = outputs.ndim == 5
+    truth = store.frames(stim_ids[first]) if video else store.images(stim_ids[first])
     for row, stim_truth in zip(first, truth, strict=True):
         key = f"{int(stim_ids[row]):06d}"
-        Image.fromarray(images[row].numpy()).save(folder / f"{key}.png")
+        generated = outputs[row].numpy()
+        if video:
+            generated, stim_truth = (np.concatenate(list(clip), axis=1) for clip in (generated, stim_truth))
+        Image.fromarray(generated).save(folder / f"{key}.png")
         Image.fromarray(stim_truth).save(folder / f"gt_{key}.png")
