@@ -8,12 +8,15 @@ METHOD ?= litemind
 SUBJECT ?= 1
 DATASET ?=
 DATA_ROOT ?=
+DEVICES ?=
+NODES ?=
 ARGS ?=
+PERF_SUBJECT := $(or $(BRAINBENCH_HOME),$(HOME)/.cache/brainbench)/prepared/world-nsd-v1-small/subj01
 # pip's extra-index warnings on these machines are noise; sed drops them and, with pipefail, pip's own exit
 # status still fails the recipe.
 QUIET_PIP := sed '/is ignored: it is neither a file nor a directory/d'
 
-.PHONY: setup bench leaderboard test test-fast lint format list clean
+.PHONY: setup bench leaderboard perf test test-fast lint format list clean
 
 setup: $(VENV)/.installed
 
@@ -25,9 +28,22 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -c "import torch, torchvision, brainbench; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $@
 
+# DEVICES=N (NODES=M) trains with DDP on N devices per node (M nodes; launch one `make bench` per node
+# through torchrun or srun, see README "Multi-GPU and multi-node").
 bench: setup
 	$(BIN)/brainbench bench --method $(METHOD) --subject $(SUBJECT) $(if $(DATASET),--dataset $(DATASET)) \
-		$(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(ARGS)
+		$(if $(DATA_ROOT),--data-root $(DATA_ROOT)) \
+		$(if $(DEVICES),--devices $(DEVICES) --strategy ddp) $(if $(NODES),--num-nodes $(NODES)) $(ARGS)
+
+# Speed tables (benchmarks/README.md): training step vs matmul peak and vs the loader, evaluator cost, shard
+# reading. Uses the small world's subject 1 when it has been prepared (any `make bench` does it).
+perf: setup
+	mkdir -p benchmarks/results
+	$(BIN)/python benchmarks/training_speed.py --csv benchmarks/results/training_speed.csv \
+		$(if $(wildcard $(PERF_SUBJECT)/manifest.json),--prepared $(PERF_SUBJECT))
+	$(BIN)/python benchmarks/eval_speed.py --csv benchmarks/results/eval_speed.csv
+	$(if $(wildcard $(PERF_SUBJECT)/manifest.json),$(BIN)/python benchmarks/shard_throughput.py \
+		--prepared $(PERF_SUBJECT) --json benchmarks/results/shard_throughput.json)
 
 # Renders leaderboards/<dataset>/<task>.csv + leaderboards/reported/*.csv into leaderboards/README.md and the
 # static HTML report leaderboards/report/index.html (plots, reconstruction galleries from runs/<id>/recons/).

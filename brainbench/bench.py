@@ -19,6 +19,7 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
+from filelock import FileLock
 
 from brainbench.data.datamodule import FMRIDataModule
 from brainbench.data.manifest import Manifest
@@ -65,7 +66,9 @@ class BenchRequest:
         leaderboards: folder of the leaderboard CSVs.
         runs: folder of run outputs (logs, checkpoints, the trained decoder, result.json).
         accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
-        devices: Lightning devices.
+        devices: Lightning devices (per node).
+        num_nodes: nodes of a multi-node job; Lightning reads the rank layout from the launcher's environment
+            (``torchrun``: TorchElasticEnvironment, ``srun``: SLURMEnvironment).
         strategy: Lightning strategy (``auto``, ``ddp``, ...); ``ddp`` on CPU runs gloo processes started by
             Lightning's fork launcher (:func:`trainer_strategy`).
         num_workers: DataLoader workers.
@@ -87,6 +90,7 @@ class BenchRequest:
     runs: Path = Path("runs")
     accelerator: str = "auto"
     devices: int | str = 1
+    num_nodes: int = 1
     strategy: str = "auto"
     num_workers: int = 0
     val_fraction: float | None = None
@@ -99,10 +103,24 @@ def say(request: BenchRequest, message: str) -> None:
         print(f"[brainbench] {message}", flush=True)
 
 
+def home_lock(request: BenchRequest, name: str) -> FileLock:
+    """A lock in ``<home>/locks/``: one process generates, prepares or caches a dataset, the others wait.
+
+    Concurrent runs, and the ranks of a ``torchrun``/``srun`` job (each runs ``bench``), share the home.
+    """
+    (request.home / "locks").mkdir(parents=True, exist_ok=True)
+    return FileLock(request.home / "locks" / f"{name}.lock")
+
+
 def prepare_dataset(request: BenchRequest) -> Path:
     """Makes sure the prepared shards of ``(dataset, subject)`` exist and returns their folder."""
     request = replace(request, dataset=request.dataset or "world-nsd")
-    entry = get_dataset(request.dataset)
+    with home_lock(request, f"{request.dataset}-{request.world_preset}"):  # the world root is shared
+        return _prepare_dataset(request)
+
+
+def _prepare_dataset(request: BenchRequest) -> Path:
+    entry = get_dataset(str(request.dataset))
     if entry.is_world:
         say(request, f"{entry.name} ({request.world_preset}), subject {request.subject}")
     raw_root, version, options = obtain_raw(
@@ -185,7 +203,8 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
         prepared, backbone=backbone, num_workers=request.num_workers, seed=request.seed, **data_cfg
     )
     say(request, f"backbone {backbone}: feature cache")
-    datamodule.prepare_data(progress=request.progress)
+    with home_lock(request, f"features-{prepared.parent.name}-{prepared.name}"):
+        datamodule.prepare_data(progress=request.progress)
     datamodule.setup("fit")
     model: DecoderModule = build_method(
         config, datamodule.n_voxels, datamodule.target_shapes(), rois=manifest.rois

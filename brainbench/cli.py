@@ -127,6 +127,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--accelerator", default="auto")
     bench.add_argument("--devices", default="1")
     bench.add_argument(
+        "--num-nodes",
+        type=int,
+        default=1,
+        help="nodes of a multi-node DDP job (torchrun or SLURM launches them)",
+    )
+    bench.add_argument(
         "--strategy", default="auto", help="Lightning strategy; ddp on CPU: gloo ranks forked by Lightning"
     )
     bench.add_argument("--num-workers", type=int, default=0)
@@ -246,6 +252,7 @@ def _run(args: argparse.Namespace) -> None:
             runs=args.runs,
             accelerator=args.accelerator,
             devices=devices,
+            num_nodes=args.num_nodes,
             strategy=args.strategy,
             num_workers=args.num_workers,
             val_fraction=args.val_fraction,
@@ -253,7 +260,8 @@ def _run(args: argparse.Namespace) -> None:
             progress=not args.quiet,
         )
         row, result = run_bench(request)
-        print(format_summary(result, row, request.leaderboards))
+        if row:  # ranks other than 0 of an externally launched DDP job return an empty row
+            print(format_summary(result, row, request.leaderboards))
     elif args.command == "describe":
         from brainbench.bench import describe
 

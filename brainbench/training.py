@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy, Strategy
@@ -126,9 +127,21 @@ def trainer_strategy(request: BenchRequest) -> str | Strategy:
     inside ``fit`` and test predictions are gathered to a file (:class:`GatherPredictions`).
     """
     on_cpu = request.accelerator == "cpu" or (request.accelerator == "auto" and not torch.cuda.is_available())
+    if request.strategy == "ddp" and launched_externally():
+        # torchrun / srun started every rank already: Lightning's cluster environment only joins them
+        return DDPStrategy(process_group_backend="gloo") if on_cpu else request.strategy
     if request.strategy == "ddp" and on_cpu:
         return DDPStrategy(start_method="fork", process_group_backend="gloo")
     return request.strategy
+
+
+def launched_externally() -> bool:
+    """Whether a cluster launcher started this process as one rank of a job (``torchrun`` or ``srun``).
+
+    Uses Lightning's own detection (TorchElasticEnvironment, SLURMEnvironment), so Lightning never launches
+    ranks of its own on top of the launcher's.
+    """
+    return TorchElasticEnvironment.detect() or SLURMEnvironment.detect()
 
 
 def build_trainer(
@@ -151,6 +164,7 @@ def build_trainer(
         **{
             "accelerator": request.accelerator,
             "devices": request.devices,
+            "num_nodes": request.num_nodes,
             "strategy": trainer_strategy(request),
             "default_root_dir": run_dir,
             "logger": CSVLogger(run_dir, name="logs", version=""),

@@ -3,11 +3,17 @@
 Ridge is closed form: its sufficient statistics are summed across ranks, so 2-process DDP must give the
 single-process coefficients (to float32 round-off) and the same retrieval numbers. Lite-Mind must train under
 DDP with every rank stepping the same batches and append exactly one row. The datamodule checks use stand-in
-trainers (rank, world size), so they cover the sample-level rank split without starting processes.
+trainers (rank, world size), so they cover the sample-level rank split without starting processes. Ranks
+started by an external launcher (``torchrun``; ``srun``, emulated by its environment variables) must give
+the single-process ridge numbers and one row too.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -106,3 +112,62 @@ def test_litemind_ddp_runs_and_appends_one_row(single: dict, tmp_path: Path) -> 
     assert metrics.groupby("epoch")["step"].max().tolist() == [2, 5]
     assert len(metrics.dropna(subset=["val_top1"])) == 2
     assert list((tmp_path / "runs").iterdir()) == [run]  # the other rank wrote no run folder
+
+
+def _cli_bench(tmp: Path, home: Path) -> list[str]:
+    return [
+        "-m", "brainbench.cli", "bench", "--method", "ridge", "--world-preset", "tiny",
+        "--config", str(CONFIGS / "ridge_tiny.yaml"), "--home", str(home), "--val-fraction", "0.2",
+        "--leaderboards", str(tmp / "leaderboards"), "--runs", str(tmp / "runs"),
+        "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--quiet",
+    ]  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _check_external_run(single: dict, tmp: Path, outputs: list[str]) -> None:
+    """One row, written by rank 0 only, with the single-process numbers (ridge is closed form)."""
+    table = pd.read_csv(tmp / "leaderboards" / "world-nsd" / "retrieval.csv")
+    assert list(table["method"]) == ["ridge"], outputs
+    for key, value in single["result"].values.items():
+        assert float(table[key].iloc[0]) == pytest.approx(value, abs=1e-6), key
+    assert [p.name for p in (tmp / "runs").iterdir()] == [table["run_id"].iloc[0]]
+    assert sum("row appended to" in out for out in outputs) == 1  # only rank 0 reports
+
+
+def test_torchrun_launch_matches_single_process(single: dict, tmp_path: Path) -> None:
+    """``torchrun`` starts both ranks; Lightning's TorchElasticEnvironment joins them (no fork on top)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += _cli_bench(tmp_path, single["home"])  # torchrun ... -m brainbench.cli bench ...
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_clean_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    _check_external_run(single, tmp_path, [done.stdout])
+
+
+def test_srun_launch_matches_single_process(single: dict, tmp_path: Path) -> None:
+    """Two processes with the variables ``srun --ntasks-per-node=2`` sets: Lightning's SLURMEnvironment."""
+    port = _free_port()
+    ranks = []
+    for rank in range(2):
+        env = _clean_env() | {
+            "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1", "SLURM_PROCID": str(rank),
+            "SLURM_LOCALID": str(rank), "SLURM_NODEID": "0", "SLURM_JOB_ID": "4242",
+            "SLURM_JOB_NAME": "brainbench", "SLURM_NODELIST": "127.0.0.1", "MASTER_PORT": str(port),
+        }  # fmt: skip
+        command = [sys.executable, *_cli_bench(tmp_path, single["home"])]
+        ranks.append(
+            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        )
+    outputs = [process.communicate(timeout=600) for process in ranks]
+    assert [process.returncode for process in ranks] == [0, 0], [err[-3000:] for _, err in outputs]
+    _check_external_run(single, tmp_path, [out for out, _ in outputs])
+
+
+def _clean_env() -> dict[str, str]:
+    """This process's environment without launcher variables of an enclosing job."""
+    prefixes = ("SLURM_", "TORCHELASTIC_", "LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_", "GROUP_RANK")
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)} | {"OMP_NUM_THREADS": "1"}
