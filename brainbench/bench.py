@@ -69,6 +69,8 @@ class BenchRequest:
         devices: Lightning devices (per node).
         num_nodes: nodes of a multi-node job; Lightning reads the rank layout from the launcher's environment
             (``torchrun``: TorchElasticEnvironment, ``srun``: SLURMEnvironment).
+        precision: Lightning precision (``32-true``, ``bf16-mixed``, ...); default: bf16 autocast on GPUs
+            that support it, float32 on CPU (:func:`brainbench.training.trainer_precision`).
         strategy: Lightning strategy (``auto``, ``ddp``, ...); ``ddp`` on CPU runs gloo processes started by
             Lightning's fork launcher (:func:`trainer_strategy`).
         num_workers: DataLoader workers.
@@ -91,6 +93,7 @@ class BenchRequest:
     accelerator: str = "auto"
     devices: int | str = 1
     num_nodes: int = 1
+    precision: str | None = None
     strategy: str = "auto"
     num_workers: int = 0
     val_fraction: float | None = None
@@ -262,6 +265,7 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
                 "absent_metrics": absent,
                 "config": config,
                 "n_test": int(len(stim_ids)),
+                "precision": str(trainer.precision),
                 "total_seconds": round(time.time() - t_start, 1),
             },
             indent=2,

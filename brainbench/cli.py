@@ -137,6 +137,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
     bench.add_argument("--num-workers", type=int, default=0)
     bench.add_argument(
+        "--precision",
+        default=None,
+        help="Lightning precision; default bf16-mixed on capable GPUs, 32-true on CPU",
+    )
+    bench.add_argument(
         "--generator",
         default=None,
         help="override the config's generator kind: retrieval, world-decoder, unclip, versatile-diffusion, "
@@ -253,6 +258,7 @@ def _run(args: argparse.Namespace) -> None:
             accelerator=args.accelerator,
             devices=devices,
             num_nodes=args.num_nodes,
+            precision=args.precision,
             strategy=args.strategy,
             num_workers=args.num_workers,
             val_fraction=args.val_fraction,

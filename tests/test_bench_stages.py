@@ -13,6 +13,7 @@ from brainbench.bench import BenchRequest, config_name, resolve_request
 from brainbench.errors import ConfigError
 from brainbench.generators.run import save_gallery
 from brainbench.pretraining import pretrain_cache_dir, pretrain_subjects
+from brainbench.training import trainer_precision
 
 
 def write_config(tmp_path: Path, **sections) -> str:
@@ -95,3 +96,10 @@ def test_gallery_saves_clips_as_frame_strips(tmp_path):
     truth = np.asarray(Image.open(tmp_path / "gt_000007.png"))
     assert strip.shape == truth.shape == (4, 15, 3)
     assert (strip[:, 5:10] == 51).all() and (truth[:, 10:] == 9).all()
+
+
+def test_precision_defaults_to_float32_on_cpu_and_honours_the_request():
+    assert trainer_precision(BenchRequest(method="ridge", accelerator="cpu")) == "32-true"
+    assert trainer_precision(BenchRequest(method="ridge", precision="bf16-mixed")) == "bf16-mixed"
+    if not torch.cuda.is_available():
+        assert trainer_precision(BenchRequest(method="ridge")) == "32-true"
