@@ -50,6 +50,19 @@ def _add_world(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--steps", type=int, default=700)
     train.add_argument("--batch-size", type=int, default=256)
     train.add_argument("--lr", type=float, default=1e-3)
+    dec = wsub.add_parser(
+        "train-decoder", help="train a world decoder variant (world-CLIP features -> 64 px images; run once)"
+    )
+    dec.add_argument("--inputs", required=True, choices=["image", "image+text", "image+detail", "tokens"])
+    dec.add_argument(
+        "--out", type=Path, required=True, help="output folder (decoder.safetensors + card.json)"
+    )
+    dec.add_argument("--steps", type=int, default=600)
+    dec.add_argument("--batch-size", type=int, default=64)
+    dec.add_argument("--lr", type=float, default=2e-3)
+    dec.add_argument(
+        "--scenes", type=int, default=12000, help="training scenes, rendered and featurised once"
+    )
     wsub.add_parser("info", help="print the shipped world CLIP's card (sha256, held-out accuracy)")
     cal = wsub.add_parser(
         "calibrate", help="reliability, noise ceilings and oracle retrieval of a world subject"
@@ -218,6 +231,20 @@ def _run(args: argparse.Namespace) -> None:
             from brainbench.world.train_clip import train_world_clip
 
             card = train_world_clip(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+            print(json.dumps(card, indent=2))
+        elif args.world_command == "train-decoder":
+            from brainbench.bench import default_home
+            from brainbench.generators.train_world_decoder import train_world_decoder
+
+            card = train_world_decoder(
+                args.inputs,
+                args.out,
+                default_home() / "cache" / "world-decoder-data",
+                n_scenes=args.scenes,
+                steps=args.steps,
+                batch_size=args.batch_size,
+                lr=args.lr,
+            )
             print(json.dumps(card, indent=2))
         elif args.world_command == "calibrate":
             from brainbench.bench import BenchRequest, default_home, prepare_dataset
