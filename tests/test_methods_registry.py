@@ -31,9 +31,10 @@ def test_list_methods():
         assert {scale.split("-")[0] for scale in list_scales(method)} <= set(SCALE_VOXELS), method
 
 
-def test_every_method_has_the_reference_scales():
+def test_every_method_has_the_world_scale_and_a_real_one():
     for method in list_methods():
-        assert {"nsd", "world"} <= set(list_scales(method)), method
+        scales = set(list_scales(method))
+        assert "world" in scales and scales & {"nsd", "god", "cc2017"}, method
 
 
 def test_unknown_method_lists_the_options():

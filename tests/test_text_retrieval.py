@@ -36,3 +36,12 @@ def test_evaluator_adds_text_columns_for_the_pooled_embedding() -> None:
         tokens, tokens, "net", pool=4, caption_targets=torch.eye(4), cls_token_is_pooled=False
     )
     assert not any("b2t" in key for key in unpooled.values)  # no pooled embedding: no text column, no guess
+
+
+def test_a_text_prediction_gets_text_columns_of_its_own() -> None:
+    image = torch.eye(4)
+    text = torch.eye(4)[[1, 0, 2, 3]]  # rows 0 and 1 swapped: half the brain->text matches are wrong
+    result = evaluate({"clip_image": image, "clip_text": text}, {"clip_image": image}, "net", pool=4,
+                      caption_targets=torch.eye(4), draws=1)  # fmt: skip
+    assert result.values["retrieval_b2t_top1_subset4/net.clip_image@v1"] == 1.0
+    assert result.values["retrieval_b2t_top1_subset4/net.clip_text@v1"] == 0.5

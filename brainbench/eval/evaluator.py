@@ -9,7 +9,8 @@ For every name present in both ``predictions`` and ``targets`` (e.g. ``clip_imag
 - exhaustive 2-way identification (``brainbench.eval.identification``);
 - with a :class:`~brainbench.eval.zeroshot.ZeroShotTask`, N-way zero-shot top-1 (and top-5 when N > 5) of the
   pooled image embedding against the class prompts, by cosine and by BraVL's SVC (``eval.zeroshot``);
-- with caption targets, brain<->text retrieval of the pooled embedding (``brainbench.eval.text_retrieval``).
+- with caption targets, brain<->text retrieval of the pooled embedding and, when predicted, of ``clip_text``
+  (``brainbench.eval.text_retrieval``; the prediction used is part of the column's network).
 
 Metric id naming (grammar ``<metric>[/<network>]@v<N>``, see ``brainbench.eval.specs``)::
 
@@ -178,8 +179,11 @@ def evaluate(
     if zero_shot is not None:
         _add_zero_shot(result, predictions, zero_shot, network)
     pooled = pooled_prediction(predictions, cls_token_is_pooled)
-    if caption_targets is not None and pooled is not None:
-        name, embedding = pooled
+    # brain<->text from the pooled image embedding, and from a text prediction when the method makes one
+    queries = [pooled] if pooled is not None else []
+    if "clip_text" in predictions:
+        queries.append(("clip_text", predictions["clip_text"]))
+    for name, embedding in queries if caption_targets is not None else []:
         text_pool = min(pool, len(embedding))
         for direction in TEXT_DIRECTIONS:
             value = text_retrieval_accuracy(
