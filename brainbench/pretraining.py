@@ -48,13 +48,30 @@ def pretrain_subjects(request: BenchRequest, spec: dict[str, Any]) -> list[int]:
 
 
 def pretrain_cache_dir(
-    request: BenchRequest, config: dict[str, Any], subjects: list[int], backbone: str
+    request: BenchRequest,
+    config: dict[str, Any],
+    subjects: list[int],
+    backbone: str,
+    model: DecoderModule | None = None,
 ) -> Path:
-    """A folder unique to everything that determines pre-trained weights, shared by runs that agree on it."""
+    """A folder unique to everything that determines pre-trained weights, shared by runs that agree on it.
+
+    With a ``model`` that declares :attr:`~brainbench.methods.base.DecoderModule.pretrain_args`, only those
+    constructor arguments enter the key, so fine-tuning settings (LoRA rank, text weight, epochs) reuse the
+    same pre-trained weights; otherwise the whole ``model`` section does.
+    """
+    model_key: Any = config.get("model")
+    if model is not None and model.pretrain_args is not None:
+        args = model.init_args()
+        model_key = {
+            "class_path": config["model"]["class_path"],
+            "method_version": model.method_version,
+            "args": {k: args.get(k) for k in model.pretrain_args},
+        }
     key = json.dumps(
         {
             "method": request.method,
-            "model": config.get("model"),
+            "model": model_key,
             "pretrain": config.get("pretrain"),
             "data": {k: v for k, v in (config.get("data") or {}).items() if k != "train_sessions"},
             "dataset": request.dataset,
@@ -109,6 +126,6 @@ def run_pretraining(
             use_distributed_sampler=False,
         )
 
-    cache_dir = pretrain_cache_dir(request, config, subjects, backbone)
+    cache_dir = pretrain_cache_dir(request, config, subjects, backbone, model)
     say(request, f"pre-training on subjects {subjects} (cache {cache_dir})")
     model.pretrain(datamodules, make_trainer, cache_dir)

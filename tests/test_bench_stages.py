@@ -103,3 +103,22 @@ def test_precision_defaults_to_float32_on_cpu_and_honours_the_request():
     assert trainer_precision(BenchRequest(method="ridge", precision="bf16-mixed")) == "bf16-mixed"
     if not torch.cuda.is_available():
         assert trainer_precision(BenchRequest(method="ridge")) == "32-true"
+
+
+class PretrainingModel:
+    method_version = "1"
+    pretrain_args = ("hidden",)
+
+    def __init__(self, hidden, lora_rank):
+        self.args = {"hidden": hidden, "lora_rank": lora_rank}
+
+    def init_args(self):
+        return self.args
+
+
+def test_pretrain_cache_keys_only_on_the_declared_pretraining_arguments(tmp_path):
+    request = BenchRequest(method="mindtuner", dataset="world-nsd", home=tmp_path)
+    config = yaml.safe_load(Path(write_config(tmp_path, pretrain={"subjects": "others"})).read_text())
+    key = pretrain_cache_dir(request, config, [2], "world-clip:v1", PretrainingModel(64, lora_rank=4))
+    assert pretrain_cache_dir(request, config, [2], "world-clip:v1", PretrainingModel(64, lora_rank=8)) == key
+    assert pretrain_cache_dir(request, config, [2], "world-clip:v1", PretrainingModel(32, lora_rank=4)) != key

@@ -18,6 +18,7 @@ Lightning contract (as in torchgeo): :meth:`prepare_data` runs once per node and
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -131,15 +132,25 @@ class FMRIDataModule(L.LightningDataModule):
             return self._n_train_kept
         return int(self.manifest.splits[split]["n_samples"])
 
-    def _keeps(self, sample: Sample) -> bool:
-        return self.train_sessions is None or sample.session <= self.train_sessions
+    def _keeps(self, raw: dict[str, Any]) -> bool:
+        """Whether a raw (undecoded) training sample is within ``train_sessions`` (only its meta is read)."""
+        if self.train_sessions is None:
+            return True
+        try:
+            session = int(json.loads(raw["meta.json"])["session"])
+        except (KeyError, ValueError, TypeError) as error:
+            raise DataFormatError(
+                raw.get("__url__", self.data_dir),
+                f"sample {raw.get('__key__')} has no readable session in meta.json ({error})",
+                "re-run `brainbench prepare`",
+            ) from error
+        return session <= self.train_sessions
 
     def _count_kept_training_samples(self) -> int:
         """Training samples within ``train_sessions`` (one pass over the split's shards)."""
         stages = [
             wds.SimpleShardList(self.shard_urls("train")),
             wds.tarfile_to_samples(handler=shard_handler),
-            wds.map(decode_sample),
             wds.select(self._keeps),
         ]
         kept = sum(1 for _ in wds.DataPipeline(*stages))
@@ -195,14 +206,11 @@ class FMRIDataModule(L.LightningDataModule):
                     self.shuffle_buffer, initial=self.shuffle_buffer, rng=random.Random(self.seed + 1)
                 )
             )
-        session_filter = split == "train" and self.train_sessions is not None
-        if session_filter:  # before the rank slice, so ranks share the kept samples evenly
-            stages += [wds.map(decode_sample), wds.select(self._keeps)]
+        if split == "train" and self.train_sessions is not None:
+            stages.append(wds.select(self._keeps))  # before the rank slice: ranks share the kept samples
         if world_size > 1:
             stages.append(wds.slice(rank, None, world_size))
-        if not session_filter:
-            stages.append(wds.map(decode_sample))
-        stages.append(wds.map(self._item))
+        stages += [wds.map(decode_sample), wds.map(self._item)]
         pipeline = wds.DataPipeline(*stages).with_length(self._rank_length(split, shuffle, rank, world_size))
         return DataLoader(
             pipeline,

@@ -41,6 +41,9 @@ class DecoderModule(L.LightningModule):
     #: validation metric that selects the checkpoint kept for testing (``None``: keep the last weights)
     monitor: ClassVar[str | None] = None
     monitor_mode: ClassVar[str] = "min"
+    #: constructor arguments that determine :meth:`pretrain`'s weights (``None``: all of them); the cache key
+    #: of pre-trained weights uses only these (:func:`brainbench.pretraining.pretrain_cache_dir`)
+    pretrain_args: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, n_voxels: int, target_shapes: dict[str, tuple[int, ...]]) -> None:
         super().__init__()
