@@ -76,9 +76,11 @@ def test_config_builds_at_its_reference_scale(method, scale):
     assert model.paper and model.fidelity
     assert model.n_voxels == shapes["n_voxels"]
     assert model.n_parameters() > 0
-    # the data section loads every target the model predicts, from a backbone id of the <arch>:<tag> form
+    # the data section loads every cached feature the model predicts (derived predictions such as BrainMCLIP's
+    # `detail` or NeuroClips' frame latents have no cache entry), from a backbone id of the <arch>:<tag> form
     data = config["data"]
-    assert set(model.predicted_names()) <= set(data["targets"])
+    cached = {n for n in model.predicted_names() if n.startswith(("clip_", "layer:", "pixels:", "frames:"))}
+    assert cached <= set(data["targets"])
     assert ":" in data["backbone"]
     # the learning-rate schedule and the trainer agree on the number of epochs
     init_args = config["model"].get("init_args") or {}
@@ -87,9 +89,10 @@ def test_config_builds_at_its_reference_scale(method, scale):
     model.eval()
     with torch.no_grad():
         out = model(torch.zeros(2, shapes["n_voxels"]))
-    assert set(out) == set(model.predicted_names())
+    assert set(model.predicted_names()) <= set(out)
     for name, value in out.items():
-        assert value.shape == (2, *shapes["target_shapes"][name])
+        if name in shapes["target_shapes"]:
+            assert value.shape == (2, *shapes["target_shapes"][name]), name
 
 
 def test_build_method_converts_lists_to_tuples():

@@ -26,6 +26,7 @@ GENERATORS: dict[str, str] = {
     "unclip": "brainbench.generators.diffusers_backends:UnCLIPGenerator",
     "versatile-diffusion": "brainbench.generators.diffusers_backends:VersatileDiffusionGenerator",
     "sd-img2img": "brainbench.generators.diffusers_backends:Img2ImgGenerator",
+    "world-video": "brainbench.generators.video:WorldVideoGenerator",
 }
 
 __all__ = ["GENERATORS", "GenerationContext", "ImageGenerator", "build_generator", "generator_inputs"]
