@@ -63,6 +63,11 @@ def _add_world(sub: argparse._SubParsersAction) -> None:
     dec.add_argument(
         "--scenes", type=int, default=12000, help="training scenes, rendered and featurised once"
     )
+    video = wsub.add_parser(
+        "train-video",
+        help="train the world frame autoencoder and video generator (run once; see train-video -- --help)",
+    )
+    video.add_argument("options", nargs=argparse.REMAINDER, help="brainbench.generators.train_video options")
     wsub.add_parser("info", help="print the shipped world CLIP's card (sha256, held-out accuracy)")
     cal = wsub.add_parser(
         "calibrate", help="reliability, noise ceilings and oracle retrieval of a world subject"
@@ -157,8 +162,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     bench.add_argument(
         "--generator",
         default=None,
-        help="override the config's generator kind: retrieval, world-decoder, unclip, versatile-diffusion, "
-        "sd-img2img",
+        help="override the config's generator kind: retrieval, world-decoder, world-video, unclip, "
+        "versatile-diffusion, sd-img2img",
     )
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -246,6 +251,10 @@ def _run(args: argparse.Namespace) -> None:
                 lr=args.lr,
             )
             print(json.dumps(card, indent=2))
+        elif args.world_command == "train-video":
+            from brainbench.generators.train_video import main as train_video
+
+            train_video([o for o in args.options if o != "--"])
         elif args.world_command == "calibrate":
             from brainbench.bench import BenchRequest, default_home, prepare_dataset
             from brainbench.world.build import world_root

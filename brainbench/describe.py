@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import open_clip
+import torch
 
 from brainbench.data.pixel_features import feature_size
 from brainbench.errors import ConfigError
@@ -114,9 +115,13 @@ def describe(method: str, scale: str) -> dict[str, Any]:
     """Builds a method at a config's scale without data and reports its size."""
     config = load_method_config(method, scale)
     info = scale_shapes(config)
-    model = build_method(
-        config, info["n_voxels"], info["target_shapes"], rois=synthetic_rois(info["n_voxels"])
-    )
+    args = (config, info["n_voxels"], info["target_shapes"])
+    rois = synthetic_rois(info["n_voxels"])
+    try:
+        with torch.device("meta"):  # shapes only: a 2-billion-parameter model costs no memory or init time
+            model = build_method(*args, rois=rois)
+    except NotImplementedError:  # an initialiser that reads values (not possible on meta tensors)
+        model = build_method(*args, rois=rois)
     return {
         "method": method,
         "scale": scale,
