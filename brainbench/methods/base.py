@@ -10,7 +10,7 @@ the runner fills in from the prepared dataset and the backbone.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,6 +22,15 @@ from brainbench.errors import ConfigError, MissingFileError
 
 CONFIG_FILE = "decoder.json"
 WEIGHTS_FILE = "decoder.safetensors"
+
+
+def decay_groups(params: Iterable[torch.nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: ``weight_decay`` on weight matrices, none on biases and norm scales (1-D)."""
+    params = list(params)
+    return [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
 
 
 class DecoderModule(L.LightningModule):

@@ -54,7 +54,7 @@ from torch import nn
 
 from brainbench.errors import ConfigError
 from brainbench.eval.trials import SingleTrialRetrieval
-from brainbench.methods.base import DecoderModule
+from brainbench.methods.base import DecoderModule, decay_groups
 
 _MAX_LOGIT_SCALE = 100.0  # CLIP clamps its learnable logit scale here
 
@@ -274,12 +274,7 @@ class BrainCLIP(DecoderModule):
     def configure_optimizers(self) -> dict:
         """AdamW (no decay on biases, norms and the temperature), cosine decay per step."""
         hp = self.hparams
-        decay = [p for p in self.parameters() if p.ndim > 1]
-        no_decay = [p for p in self.parameters() if p.ndim <= 1]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=hp.lr,
-        )
+        optimizer = torch.optim.AdamW(decay_groups(self.parameters(), hp.weight_decay), lr=hp.lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=total, eta_min=hp.lr * hp.min_lr_ratio

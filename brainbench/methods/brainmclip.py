@@ -64,7 +64,7 @@ from torch import nn
 
 from brainbench.errors import ConfigError
 from brainbench.eval.trials import SingleTrialRetrieval
-from brainbench.methods.base import DecoderModule
+from brainbench.methods.base import DecoderModule, decay_groups
 from brainbench.methods.mindeye import mixco_nce
 
 
@@ -375,12 +375,7 @@ class BrainMCLIP(DecoderModule):
     def configure_optimizers(self) -> dict:
         """AdamW (no decay on biases and LayerNorms), OneCycle(pct_start = 2 / epochs) stepped per batch."""
         hp = self.hparams
-        decay = [p for p in self.parameters() if p.ndim > 1]
-        no_decay = [p for p in self.parameters() if p.ndim <= 1]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=hp.max_lr,
-        )
+        optimizer = torch.optim.AdamW(decay_groups(self.parameters(), hp.weight_decay), lr=hp.max_lr)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=hp.max_lr,

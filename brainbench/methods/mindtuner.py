@@ -78,7 +78,7 @@ from torch import nn
 from brainbench.data.multisubject import combined_train_loader, subject_key, training_pairs
 from brainbench.errors import ConfigError
 from brainbench.eval.trials import SingleTrialRetrieval
-from brainbench.methods.base import DecoderModule
+from brainbench.methods.base import DecoderModule, decay_groups
 from brainbench.methods.mindeye import cosine_anneal, mixco, mixco_nce, soft_clip_loss
 
 SHARED_FILE = "mindtuner_shared.safetensors"
@@ -154,10 +154,7 @@ def one_cycle(
     module: L.LightningModule, params: list[nn.Parameter], max_lr: float, n_epochs: int, hp: dict
 ) -> dict:
     """AdamW (weight decay on matrices only) + OneCycle(pct_start = 2/epochs), stepped per batch (MindEye)."""
-    groups = [
-        {"params": [p for p in params if p.ndim > 1], "weight_decay": hp["weight_decay"]},
-        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
-    ]
+    groups = decay_groups(params, hp["weight_decay"])
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=max_lr)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,

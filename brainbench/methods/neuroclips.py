@@ -72,7 +72,7 @@ from brainbench.data.feature_cache import FeatureCache
 from brainbench.errors import ConfigError
 from brainbench.eval.trials import SingleTrialRetrieval
 from brainbench.generators.video import FrameAutoencoder, ResBlock, TemporalAttention, load_autoencoder
-from brainbench.methods.base import DecoderModule
+from brainbench.methods.base import DecoderModule, decay_groups
 from brainbench.methods.mindeye import mixco, mixco_nce
 
 
@@ -520,10 +520,7 @@ class NeuroClips(DecoderModule):
         hp = self.hparams
         trainable = [p for p in self.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
-            [
-                {"params": [p for p in trainable if p.ndim > 1], "weight_decay": hp.weight_decay},
-                {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
-            ],
+            decay_groups(trainable, hp.weight_decay),
             lr=hp.max_lr,
         )
         total = max(2, int(self.trainer.estimated_stepping_batches))
