@@ -11,7 +11,8 @@ DATA_ROOT ?=
 DEVICES ?=
 NODES ?=
 ARGS ?=
-PERF_SUBJECT := $(or $(BRAINBENCH_HOME),$(HOME)/.cache/brainbench)/prepared/world-nsd-v1-small/subj01
+PERF_HOME := $(or $(BRAINBENCH_HOME),$(HOME)/.cache/brainbench)
+PERF_SUBJECT := $(PERF_HOME)/prepared/world-nsd-v1-small/subj01
 # pip's extra-index warnings on these machines are noise; sed drops them and, with pipefail, pip's own exit
 # status still fails the recipe.
 QUIET_PIP := sed '/is ignored: it is neither a file nor a directory/d'
@@ -36,11 +37,10 @@ bench: setup
 		$(if $(DEVICES),--devices $(DEVICES) --strategy ddp) $(if $(NODES),--num-nodes $(NODES)) $(ARGS)
 
 # Speed tables (benchmarks/README.md): training step vs matmul peak and vs the loader, evaluator cost, shard
-# reading. Uses the small world's subject 1 when it has been prepared (any `make bench` does it).
+# reading. Loader rates use subject 1 of each config's world where `make bench` has prepared it.
 perf: setup
 	mkdir -p benchmarks/results
-	$(BIN)/python benchmarks/training_speed.py --csv benchmarks/results/training_speed.csv \
-		$(if $(wildcard $(PERF_SUBJECT)/manifest.json),--prepared $(PERF_SUBJECT))
+	$(BIN)/python benchmarks/training_speed.py --csv benchmarks/results/training_speed.csv --home $(PERF_HOME)
 	$(BIN)/python benchmarks/eval_speed.py --csv benchmarks/results/eval_speed.csv
 	$(if $(wildcard $(PERF_SUBJECT)/manifest.json),$(BIN)/python benchmarks/shard_throughput.py \
 		--prepared $(PERF_SUBJECT) --json benchmarks/results/shard_throughput.json)

@@ -5,7 +5,11 @@ feature-cache lookup of the targets), for each source of the same shards:
 
 - ``local``: the prepared folder;
 - ``pipe``: ``pipe:cat <folder>/{path}`` (what ``pipe:curl``/``pipe:aws s3 cp`` streaming looks like);
-- ``http``: an HTTP server on localhost (webdataset opens ``http://`` URLs through curl).
+- ``http``: an HTTP server on localhost (webdataset opens ``http://`` URLs through curl);
+- ``in-memory``: the local shards read once, then every epoch served from memory (the default for splits
+  that fit, see :mod:`brainbench.data.in_memory`); its first epoch is the one-off read.
+
+The three shard sources stream every epoch (``in_memory=False``).
 
 Usage::
 
@@ -70,14 +74,15 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=r".*with_length\(\) only sets the value")
 
     server = _serve(args.prepared)
-    sources = {
-        "local": None,
-        "pipe": f"pipe:cat {args.prepared.resolve()}/{{path}}",
-        "http": f"http://127.0.0.1:{server.server_port}",
+    sources = {  # name: (shard url, training split held in memory after the first epoch)
+        "local": (None, False),
+        "pipe": (f"pipe:cat {args.prepared.resolve()}/{{path}}", False),
+        "http": (f"http://127.0.0.1:{server.server_port}", False),
+        "in-memory": (None, True),
     }
     results = {}
     try:
-        for name, url in sources.items():
+        for name, (url, in_memory) in sources.items():
             datamodule = FMRIDataModule(
                 args.prepared,
                 backbone=args.backbone,
@@ -86,12 +91,13 @@ def main() -> None:
                 num_workers=args.num_workers,
                 shuffle_buffer=args.shuffle_buffer,
                 shard_url=url,
+                in_memory=in_memory,
             )
             datamodule.setup("fit")
             rates = measure(datamodule, args.epochs)
             steady = statistics.median(rates[1:]) if len(rates) > 1 else rates[0]
             results[name] = {"samples_per_s": round(steady, 1), "epochs": [round(r, 1) for r in rates]}
-            print(f"{name:>6}: {steady:9.0f} samples/s  (epochs: {', '.join(f'{r:.0f}' for r in rates)})")
+            print(f"{name:>9}: {steady:9.0f} samples/s  (epochs: {', '.join(f'{r:.0f}' for r in rates)})")
     finally:
         server.shutdown()
     n_train = FMRIDataModule(args.prepared, backbone=args.backbone, targets=args.targets).split_size("train")

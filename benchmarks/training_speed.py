@@ -4,26 +4,25 @@ For every method with a world config (or the ``--methods`` given), the model is 
 (:func:`brainbench.describe.scale_shapes`: voxel count and target shapes, no data needed) and timed on
 synthetic batches of the config's batch size:
 
-- **step samples/s**: forward, loss (the method's own ``training_step``) and backward, plus an AdamW step;
-  the median over ``--steps`` timed steps after ``--warmup`` untimed ones;
+- **step samples/s**: one step as ``Trainer.fit`` runs it (the method's ``training_step``, backward, its own
+  optimizer and schedule; no logging, checkpoints or validation), the median over ``--steps`` timed steps
+  after ``--warmup`` untimed ones;
 - **GFLOP/s achieved**: the FLOPs of one step counted by ``torch.utils.flop_counter.FlopCounterMode``
   (matmuls and convolutions, forward and backward; FFTs, norms and element-wise ops are not counted, so
   FFT-heavy models are under-credited) divided by the step time;
 - **% of peak**: against a float32 GEMM measured in the same run with the same threads
   (``--peak-size`` cubed, the best of several repeats);
-- **loader samples/s** (with ``--prepared``): the method's training stream (shards, decoding, shuffle buffer,
-  collate, feature-cache targets) without a model, and the loader / step ratio, which must stay >= 5 so
-  data loading is never the bottleneck.
+- **loader samples/s** (when ``make bench`` has prepared subject 1 of the config's dataset under ``--home``):
+  the method's training stream (shards, decoding, shuffle buffer, collate, feature-cache targets) without a
+  model, and the loader / step ratio, which must stay >= 5 so data loading is never the bottleneck.
 
-Closed-form methods (ridge) have no training step and are skipped. The optimizer is plain AdamW, not the
-method's schedule (a scheduler needs a trainer and costs nothing per step).
+Closed-form methods (ridge) have no training step and are skipped.
 
 Usage::
 
     python benchmarks/training_speed.py                       # every method, world scale
     python benchmarks/training_speed.py --methods litemind mindeye --scale nsd --steps 3
-    python benchmarks/training_speed.py --prepared ~/.cache/brainbench/prepared/world-nsd-v1-small/subj01 \\
-        --csv benchmarks/results/training_speed.csv
+    python benchmarks/training_speed.py --home /scratch/brainbench --csv benchmarks/results/training_speed.csv
 """
 
 from __future__ import annotations
@@ -36,12 +35,16 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
+from brainbench.bench import default_home
 from brainbench.data.datamodule import FMRIDataModule
 from brainbench.describe import scale_shapes, synthetic_rois
 from brainbench.methods import build_method, list_methods, list_scales, load_method_config
+from brainbench.training import quiet_lightning
 
 
 def matmul_peak_gflops(size: int = 1024, repeats: int = 5) -> float:
@@ -72,28 +75,66 @@ def synthetic_batch(shapes: dict[str, Any], batch_size: int) -> dict[str, torch.
     return batch
 
 
-def time_steps(model: torch.nn.Module, batch: dict[str, torch.Tensor], warmup: int, steps: int) -> float:
-    """Median seconds of one training step (loss, backward, optimizer step)."""
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    times = []
-    for i in range(warmup + steps):
-        start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        loss = model.training_step(batch, i)
-        loss.backward()
-        optimizer.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+class StepTimer(L.Callback):
+    """Times the trainer's own training steps (forward, loss, backward, optimizer and scheduler step).
+
+    Step 0 runs under ``FlopCounterMode`` (and is not timed); steps ``warmup..`` are timed.
+    """
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.times, self.flops = warmup, [], 0
+        self._counter: FlopCounterMode | None = None
+        self._start = 0.0
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, i: int) -> None:
+        """Starts the FLOP counter (step 0) or the clock."""
+        if i == 0:
+            self._counter = FlopCounterMode(display=False)
+            self._counter.__enter__()
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, i: int
+    ) -> None:
+        """Stops the counter, or records the step time."""
+        elapsed = time.perf_counter() - self._start
+        if self._counter is not None:
+            self._counter.__exit__(None, None, None)
+            self.flops, self._counter = int(self._counter.get_total_flops()), None
+        elif i >= self.warmup:
+            self.times.append(elapsed)
 
 
-def step_flops(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> int:
-    """Matmul/conv FLOPs of one forward + backward."""
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model.training_step(batch, 0).backward()
-    model.zero_grad(set_to_none=True)
-    return int(counter.get_total_flops())
+def time_steps(
+    model: L.LightningModule, batch: dict[str, torch.Tensor], warmup: int, steps: int
+) -> tuple[float, int]:
+    """Median seconds of one training step as ``Trainer.fit`` runs it, and the matmul/conv FLOPs of a step.
+
+    The method's own ``training_step``, optimizer and schedule run (with its epoch count), on the same
+    synthetic batch each step; logging, checkpoints and validation are off.
+    """
+    warmup = max(1, warmup)  # step 0 counts FLOPs, untimed
+    timer = StepTimer(warmup)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=warmup + steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
+    trainer.fit(model, train_dataloaders=DataLoader([batch] * (warmup + steps), batch_size=None))
+    return statistics.median(timer.times), timer.flops
+
+
+def prepared_subject(home: Path, dataset: str) -> Path | None:
+    """Subject 1 of ``dataset`` as ``make bench`` prepared it under ``home`` (newest version), or None."""
+    manifests = sorted(home.glob(f"prepared/{dataset}-*/subj01/manifest.json"))
+    return manifests[-1].parent if manifests else None
 
 
 def loader_rate(prepared: Path, config: dict[str, Any], epochs: int = 2) -> float:
@@ -133,12 +174,7 @@ def measure_method(method: str, scale: str, args: argparse.Namespace, peak: floa
     model.train()
     batch_size = int(args.batch_size or (config.get("data") or {}).get("batch_size", 64))
     batch = synthetic_batch(shapes, batch_size)
-    try:
-        seconds = time_steps(model, batch, args.warmup, args.steps)
-    except (NotImplementedError, RuntimeError) as error:  # closed-form methods, or a step needing a trainer
-        print(f"{method:>12}: skipped ({type(error).__name__}: {str(error).splitlines()[0][:80]})")
-        return None
-    flops = step_flops(model, batch)
+    seconds, flops = time_steps(model, batch, args.warmup, args.steps)
     row: dict[str, Any] = {
         "method": method,
         "scale": scale,
@@ -151,8 +187,9 @@ def measure_method(method: str, scale: str, args: argparse.Namespace, peak: floa
         "matmul_peak_gflops": round(peak, 2),
         "pct_of_peak": round(100 * flops / seconds / 1e9 / peak, 1),
     }
-    if args.prepared is not None and scale == "world":
-        rate = loader_rate(args.prepared, config)
+    prepared = prepared_subject(args.home, str(config.get("dataset", "world-nsd")))
+    if prepared is not None and scale == "world":
+        rate = loader_rate(prepared, config)
         row["loader_samples_per_s"] = round(rate, 1)
         row["loader_over_step"] = round(rate / row["step_samples_per_s"], 2)
     return row
@@ -169,10 +206,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--peak-size", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--prepared", type=Path, default=None, help="a prepared world subject (loader rates)")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=default_home(),
+        help="brainbench home whose prepared world subjects give the loader rates (default: %(default)s)",
+    )
     parser.add_argument("--csv", type=Path, default=None, help="also write the table here")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    quiet_lightning()
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = args.methods or [m for m in list_methods() if args.scale in list_scales(m)]

@@ -33,7 +33,7 @@ from brainbench.leaderboard.store import RunRecord, append_row, new_run_id
 from brainbench.methods import build_method, load_method_config
 from brainbench.methods.base import DecoderModule
 from brainbench.pretraining import run_pretraining
-from brainbench.training import build_trainer, peak_memory_mb, predict_test, quiet_lightning
+from brainbench.training import build_trainer, compile_model, peak_memory_mb, predict_test, quiet_lightning
 
 __all__ = ["DATASETS", "BenchRequest", "run_bench", "describe", "format_summary"]
 
@@ -71,6 +71,7 @@ class BenchRequest:
             (``torchrun``: TorchElasticEnvironment, ``srun``: SLURMEnvironment).
         precision: Lightning precision (``32-true``, ``bf16-mixed``, ...); default: bf16 autocast on GPUs
             that support it, float32 on CPU (:func:`brainbench.training.trainer_precision`).
+        compile: ``torch.compile`` the model's forward (:func:`brainbench.training.compile_model`; for GPUs).
         strategy: Lightning strategy (``auto``, ``ddp``, ...); ``ddp`` on CPU runs gloo processes started by
             Lightning's fork launcher (:func:`trainer_strategy`).
         num_workers: DataLoader workers.
@@ -94,6 +95,7 @@ class BenchRequest:
     devices: int | str = 1
     num_nodes: int = 1
     precision: str | None = None
+    compile: bool = False
     strategy: str = "auto"
     num_workers: int = 0
     val_fraction: float | None = None
@@ -218,6 +220,8 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
     if config.get("pretrain"):
         run_pretraining(request, config, model, backbone, data_cfg, run_dir)
     trainer, best = build_trainer(request, model, run_dir, config)
+    if request.compile:
+        compile_model(model)
     say(request, f"training {model.method_id} ({model.n_parameters():,} parameters), run {run_id}")
     model.fit(trainer, datamodule)
     train_seconds = time.time() - t_train
@@ -266,6 +270,7 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
                 "config": config,
                 "n_test": int(len(stim_ids)),
                 "precision": str(trainer.precision),
+                "compile": request.compile,
                 "total_seconds": round(time.time() - t_start, 1),
             },
             indent=2,

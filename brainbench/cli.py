@@ -160,6 +160,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         help="Lightning precision; default bf16-mixed on capable GPUs, 32-true on CPU",
     )
     bench.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model's forward (for GPUs; slower on CPU, see benchmarks/README.md)",
+    )
+    bench.add_argument(
         "--generator",
         default=None,
         help="override the config's generator kind: retrieval, world-decoder, world-video, unclip, "
@@ -295,6 +300,7 @@ def _run(args: argparse.Namespace) -> None:
             devices=devices,
             num_nodes=args.num_nodes,
             precision=args.precision,
+            compile=args.compile,
             strategy=args.strategy,
             num_workers=args.num_workers,
             val_fraction=args.val_fraction,

@@ -150,6 +150,15 @@ def trainer_precision(request: BenchRequest) -> str:
     return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
 
 
+def compile_model(model: DecoderModule, backend: str = "inductor") -> None:
+    """``torch.compile`` the forward in place (``--compile``); the module and its state-dict keys stay.
+
+    Off by default and meant for GPUs. On this suite's CPU machines it is slower: the Lite-Mind world
+    config steps in 334 ms compiled against 220 ms eager (2 cores), after a 60 s compile.
+    """
+    model.compile(backend=backend)
+
+
 def launched_externally() -> bool:
     """Whether a cluster launcher started this process as one rank of a job (``torchrun`` or ``srun``).
 

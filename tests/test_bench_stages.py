@@ -12,8 +12,9 @@ from PIL import Image
 from brainbench.bench import BenchRequest, config_name, resolve_request
 from brainbench.errors import ConfigError
 from brainbench.generators.run import save_gallery
+from brainbench.methods.litemind import LiteMind
 from brainbench.pretraining import pretrain_cache_dir, pretrain_subjects
-from brainbench.training import trainer_precision
+from brainbench.training import compile_model, trainer_precision
 
 
 def write_config(tmp_path: Path, **sections) -> str:
@@ -122,3 +123,18 @@ def test_pretrain_cache_keys_only_on_the_declared_pretraining_arguments(tmp_path
     key = pretrain_cache_dir(request, config, [2], "world-clip:v1", PretrainingModel(64, lora_rank=4))
     assert pretrain_cache_dir(request, config, [2], "world-clip:v1", PretrainingModel(64, lora_rank=8)) == key
     assert pretrain_cache_dir(request, config, [2], "world-clip:v1", PretrainingModel(32, lora_rank=4)) != key
+
+
+def test_compile_keeps_the_module_outputs_and_state_dict_keys():
+    model = LiteMind(
+        n_voxels=340,
+        target_shapes={"clip_tokens": (5, 16)},
+        stage_widths=(16, 8),
+        depths=(1, 1, 1),
+        max_epochs=1,
+    ).eval()
+    voxels = torch.randn(3, 340)
+    eager, keys = model(voxels)["clip_tokens"], list(model.state_dict())
+    compile_model(model, backend="eager")  # the inductor backend needs minutes here; the wiring is the same
+    torch.testing.assert_close(model(voxels)["clip_tokens"], eager)
+    assert list(model.state_dict()) == keys and model._compiled_call_impl is not None

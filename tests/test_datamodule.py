@@ -21,6 +21,7 @@ from brainbench.backbones.openclip import load_backbone
 from brainbench.data import datamodule as datamodule_module
 from brainbench.data.datamodule import FMRIDataModule
 from brainbench.data.feature_cache import FeatureCache, cache_dir_for
+from brainbench.data.in_memory import InMemoryTrainingSet
 from brainbench.data.shards import iter_split
 from brainbench.data.sources.nsd import prepare_nsd
 from brainbench.data.stimulus_store import StimulusStore
@@ -115,14 +116,71 @@ def test_targets_are_the_backbone_features_of_the_right_images(datamodule, prepa
         torch.testing.assert_close(batch[name], expected[name], atol=2e-3, rtol=2e-3)
 
 
-def test_train_covers_every_sample_once_per_epoch(datamodule, prepared):
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_train_covers_every_sample_once_per_epoch(prepared, in_memory):
+    dm = make_datamodule(prepared["dir"], in_memory=in_memory)
     expected = sample_keys((s.stim_id, s.voxels) for s in prepared["samples"]["train"])
-    loader = datamodule.train_dataloader()
+    loader = dm.train_dataloader()
+    assert isinstance(loader.dataset, InMemoryTrainingSet) == in_memory
     assert len(loader) == -(-14 // 4)
     first, second = loader_items(loader), loader_items(loader)
     assert sample_keys(first) == sample_keys(second) == expected
     manifest_order = [s.stim_id for s in prepared["samples"]["train"]]
     assert [s for s, _ in first] != manifest_order  # shuffled
+    assert [s for s, _ in first] != [s for s, _ in second]  # a new order each epoch
+
+
+def test_training_split_is_kept_in_memory_when_small(prepared, monkeypatch):
+    assert isinstance(make_datamodule(prepared["dir"]).train_dataloader().dataset, InMemoryTrainingSet)
+    monkeypatch.setattr(FMRIDataModule, "IN_MEMORY_LIMIT_BYTES", 100)
+    assert not isinstance(make_datamodule(prepared["dir"]).train_dataloader().dataset, InMemoryTrainingSet)
+
+
+def test_in_memory_batches_match_the_streamed_ones(datamodule, prepared):
+    memory = make_datamodule(prepared["dir"], in_memory=True)
+    batch = next(iter(memory.train_dataloader()))
+    streamed = {
+        int(s): v
+        for b in datamodule.train_dataloader()
+        for s, v in zip(b["stim_id"], b["clip_tokens"], strict=True)
+    }
+    assert set(batch) == {"voxels", "stim_id", "subject", *TARGETS}
+    assert batch["voxels"].dtype == torch.float32 and batch["stim_id"].dtype == torch.int64
+    for stim_id, tokens in zip(batch["stim_id"].tolist(), batch["clip_tokens"], strict=True):
+        torch.testing.assert_close(tokens, streamed[stim_id])
+
+
+def test_in_memory_epochs_split_across_ranks_and_resume_in_order():
+    n, voxels = 11, torch.arange(11.0)[:, None]
+    ids = torch.arange(11)
+
+    def dataset(rank=0, world_size=1, epoch=lambda: None):
+        return InMemoryTrainingSet(
+            voxels,
+            ids,
+            torch.ones(n, dtype=torch.int64),
+            lambda s: {"x": s * 2},
+            3,
+            7,
+            epoch,
+            rank,
+            world_size,
+        )
+
+    def epoch_ids(ds):
+        batches = list(ds)
+        assert all((b["x"] == 2 * b["stim_id"]).all() for b in batches)
+        return [i for b in batches for i in b["stim_id"].tolist()]
+
+    ranks = [dataset(r, 2) for r in range(2)]
+    assert [len(r) for r in ranks] == [2, 2]  # 11 // 2 = 5 trials -> 2 batches on each rank
+    for _ in range(3):
+        seen = [epoch_ids(r) for r in ranks]
+        assert len(seen[0]) == len(seen[1]) == 5 and not set(seen[0]) & set(seen[1])
+    single = dataset()
+    passes = [epoch_ids(single) for _ in range(4)]
+    assert all(sorted(p) == ids.tolist() for p in passes) and passes[0] != passes[1]
+    assert epoch_ids(dataset(epoch=lambda: 3)) == passes[3]  # a resumed run continues the trainer's epoch
 
 
 def test_single_trial_val_is_in_manifest_order(prepared):
@@ -248,10 +306,11 @@ def test_corrupt_shard_without_verify_fails_on_read(prepared, tmp_path, where):
         "json payload": members["meta.json"].offset_data + 2,
     }[where]
     _flip_bytes(shard, offset)
-    dm = make_datamodule(directory, verify=False)
-    dm.setup("fit")
-    with pytest.raises(DataFormatError, match=r"train-000001\.tar"):
-        loader_items(dm.train_dataloader())
+    for in_memory in (True, False):
+        dm = make_datamodule(directory, verify=False, in_memory=in_memory)
+        dm.setup("fit")
+        with pytest.raises(DataFormatError, match=r"train-000001\.tar"):
+            loader_items(dm.train_dataloader())
 
 
 def test_missing_cache_is_reported(prepared, tmp_path):
@@ -345,10 +404,11 @@ def test_train_sessions_keeps_only_the_first_sessions(prepared):
     samples = prepared["samples"]["train"]
     kept = [s for s in samples if s.session <= 1]
     assert 0 < len(kept) < len(samples)
-    dm = make_datamodule(prepared["dir"], train_sessions=1)
-    assert dm.split_size("train") == len(kept)
-    seen = loader_items(dm.train_dataloader())
-    assert sample_keys(seen) == sample_keys([(s.stim_id, s.voxels) for s in kept])
+    for in_memory in (True, False):
+        dm = make_datamodule(prepared["dir"], train_sessions=1, in_memory=in_memory)
+        assert dm.split_size("train") == len(kept)
+        seen = loader_items(dm.train_dataloader())
+        assert sample_keys(seen) == sample_keys([(s.stim_id, s.voxels) for s in kept])
     with pytest.raises(ConfigError, match="train_sessions must be a positive"):
         make_datamodule(prepared["dir"], train_sessions=0)
 

@@ -43,7 +43,8 @@ def single(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def _samples(datamodule: FMRIDataModule, split: str, rank: int, world_size: int) -> tuple[int, Counter]:
     """This rank's loader length (batches) and its samples as a multiset of (stim_id, first voxels)."""
-    datamodule.trainer = SimpleNamespace(global_rank=rank, world_size=world_size)  # type: ignore[assignment]
+    trainer = SimpleNamespace(global_rank=rank, world_size=world_size, current_epoch=0)
+    datamodule.trainer = trainer  # type: ignore[assignment]
     loader = datamodule.train_dataloader() if split == "train" else datamodule.predict_dataloader()
     seen: Counter = Counter()
     for batch in loader:
@@ -52,10 +53,15 @@ def _samples(datamodule: FMRIDataModule, split: str, rank: int, world_size: int)
     return len(loader), seen
 
 
+@pytest.mark.parametrize("in_memory", [True, False])
 @pytest.mark.parametrize("world_size", [2, 3])
-def test_ranks_share_the_split_exactly_once_in_equal_steps(single: dict, world_size: int) -> None:
+def test_ranks_share_the_split_exactly_once_in_equal_steps(
+    single: dict, world_size: int, in_memory: bool
+) -> None:
     """336 training trials in one shard: split by sample, every trial on exactly one rank, equal lengths."""
-    datamodule = FMRIDataModule(single["home"] / PREPARED, backbone="world-clip:v1", batch_size=64, seed=3)
+    datamodule = FMRIDataModule(
+        single["home"] / PREPARED, backbone="world-clip:v1", batch_size=64, seed=3, in_memory=in_memory
+    )
     _, everything = _samples(datamodule, "train", 0, 1)
     assert sum(everything.values()) == datamodule.split_size("train") == 336
     lengths, union = set(), Counter()

@@ -162,6 +162,13 @@ def test_sections_mean_over_runs_bold_by_direction_and_versions_apart(boards):
     assert row.values == (0.99,) and row.best == (False,) and "paper:arXiv:0000.00000" in row.labels
 
 
+def test_a_seed_run_again_replaces_its_earlier_row(boards):
+    append_row(boards / "world-nsd" / "retrieval.csv", record("r2", seed=1).to_row({B2I: 0.6}))
+    retrieval = _rows(_table(build_sections(load_leaderboards(boards))[0], "retrieval"))
+    ridge = ("ridge", "1", "subj01", "world-clip:v1", "none", "2")
+    assert math.isclose(retrieval[ridge].values[0], 0.4)  # seeds 0 (0.2) and 1 (latest: 0.6), not 0.2/0.4/0.6
+
+
 def test_markdown_has_arrows_bold_chance_and_separate_reported_section(boards):
     text = render_markdown(build_sections(load_leaderboards(boards)))
     assert "## world-nsd · retrieval\n" in text and "## world-nsd · retrieval (as reported)" in text

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 
 from brainbench.backbones.openclip import load_backbone
 from brainbench.data.feature_cache import FeatureCache, cache_dir_for
+from brainbench.data.in_memory import InMemoryTrainingSet
 from brainbench.data.manifest import Manifest
 from brainbench.data.shards import Sample, decode_sample, shard_handler, verify_checksums
 from brainbench.errors import ConfigError, DataFormatError
@@ -56,7 +57,12 @@ class FMRIDataModule(L.LightningDataModule):
             scored, instead of on single trials (see :meth:`val_dataloader`).
         train_sessions: train only on trials of sessions ``1..train_sessions`` (NSD's "1 hour" setting is
             one 750-trial session; a small-world session is 300 trials); ``None`` keeps every session.
+        in_memory: decode the training split once and serve every epoch from memory
+            (:class:`~brainbench.data.in_memory.InMemoryTrainingSet`); ``None`` does so when its voxels
+            take at most ``IN_MEMORY_LIMIT_BYTES``, ``False`` streams the shards every epoch.
     """
+
+    IN_MEMORY_LIMIT_BYTES = 4 * 2**30
 
     def __init__(
         self,
@@ -71,6 +77,7 @@ class FMRIDataModule(L.LightningDataModule):
         shard_url: str | None = None,
         val_average: bool = True,
         train_sessions: int | None = None,
+        in_memory: bool | None = None,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -87,8 +94,10 @@ class FMRIDataModule(L.LightningDataModule):
             raise ConfigError(f"train_sessions must be a positive number of sessions, not {train_sessions}")
         self.train_sessions = None if train_sessions is None else int(train_sessions)
         self.manifest = Manifest.load(self.data_dir)
+        self.in_memory = in_memory
         self.cache: FeatureCache | None = None
         self._n_train_kept: int | None = None
+        self._train_in_memory: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @property
     def n_voxels(self) -> int:
@@ -188,11 +197,13 @@ class FMRIDataModule(L.LightningDataModule):
             raise ConfigError(
                 f"{self.data_dir} has no {split!r} samples (splits: {list(self.manifest.splits)})"
             )
+        rank, world_size = self._rank_and_world_size()
+        if split == "train" and shuffle and self._trains_in_memory():
+            return DataLoader(self._in_memory_training_set(rank, world_size), batch_size=None)
         urls = self.shard_urls(split)
         stages: list[Any] = [wds.SimpleShardList(urls)]
         if shuffle:
             stages.append(wds.shuffle(len(urls), rng=random.Random(self.seed)))
-        rank, world_size = self._rank_and_world_size()
         if world_size == 1:
             stages.append(wds.split_by_node)
         stages += [
@@ -218,6 +229,40 @@ class FMRIDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=self._collate,
             persistent_workers=self.num_workers > 0,
+        )
+
+    def _trains_in_memory(self) -> bool:
+        if self.in_memory is not None:
+            return self.in_memory
+        split = self.manifest.splits["train"]["n_samples"]
+        return split * self.n_voxels * 4 <= self.IN_MEMORY_LIMIT_BYTES
+
+    def _in_memory_training_set(self, rank: int, world_size: int) -> InMemoryTrainingSet:
+        """The kept training trials, read once through the checked shard pipeline (in manifest order)."""
+        if self._train_in_memory is None:
+            stages: list[Any] = [
+                wds.SimpleShardList(self.shard_urls("train")),
+                wds.tarfile_to_samples(handler=shard_handler),
+                self._count_check("train"),
+            ]
+            if self.train_sessions is not None:
+                stages.append(wds.select(self._keeps))
+            items = [self._item(decode_sample(raw)) for raw in wds.DataPipeline(*stages)]
+            self._train_in_memory = (
+                torch.stack([it["voxels"] for it in items]),
+                torch.tensor([it["stim_id"] for it in items], dtype=torch.int64),
+                torch.tensor([it["subject"] for it in items], dtype=torch.int64),
+            )
+        assert self.cache is not None
+        cache = self.cache
+        return InMemoryTrainingSet(
+            *self._train_in_memory,
+            targets=lambda stim_ids: cache.lookup(stim_ids.numpy()),
+            batch_size=self.batch_size,
+            seed=self.seed + 1,
+            epoch=lambda: None if self.trainer is None else int(self.trainer.current_epoch),
+            rank=rank,
+            world_size=world_size,
         )
 
     def _rank_and_world_size(self) -> tuple[int, int]:

@@ -246,6 +246,8 @@ def _section(rows: pd.DataFrame, key: dict[str, str], reported: bool, metric_ids
     labels = _REPORTED_LABELS if reported else _EVALUATED_LABELS
     rows = rows.assign(**{c: "" for c in labels if c not in rows.columns})
     labels = tuple(c for c in labels if c not in _OPTIONAL_LABELS or (rows[c] != "").any())
+    if not reported:  # a seed run again replaces its earlier row: seeds average, repeats of one seed do not
+        rows = rows.drop_duplicates(subset=[*labels, "seed"], keep="last")
     grouped = rows.groupby(list(labels), sort=True, dropna=False)
     entries = grouped[present].mean().reset_index()
     if not reported:

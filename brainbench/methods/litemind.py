@@ -30,7 +30,7 @@ are chosen on the validation split, never on the test set (the released script s
 
 Example:
     >>> model = LiteMind(n_voxels=340, target_shapes={"clip_tokens": (5, 16)}, stage_widths=(16, 8),
-    ...                  depths=(1, 1), max_epochs=1)
+    ...                  depths=(1, 1, 1), max_epochs=1)
     >>> model(torch.randn(2, 340))["clip_tokens"].shape
     torch.Size([2, 5, 16])
 """
