@@ -168,7 +168,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "--generator",
         default=None,
         help="override the config's generator kind: retrieval, world-decoder, world-video, unclip, "
-        "versatile-diffusion, sd-img2img",
+        "versatile-diffusion, sd-img2img, animatediff-sparsectrl",
     )
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -6,14 +6,19 @@ Extension 24.2M, mixer 134.3M, blin1 12.8M).
 """
 
 import copy
+import inspect
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from brainbench.describe import scale_shapes
-from brainbench.errors import ConfigError
-from brainbench.generators import generator_inputs
+from brainbench.errors import ConfigError, MissingFileError
+from brainbench.generators import build_generator, generator_inputs
+from brainbench.generators.animatediff import AnimateDiffSparseCtrlGenerator, SDVAEFrames
+from brainbench.generators.base import GenerationContext
+from brainbench.generators.diffusers_backends import LatentDiffusionGenerator
 from brainbench.generators.video import TemporalAttention
 from brainbench.methods import build_method, load_method_config
 from brainbench.methods.mindeye import mixco, mixco_nce
@@ -119,6 +124,9 @@ def test_real_scale_parameter_counts_match_the_paper_table():
     assert (millions(pr.ridge1), millions(pr.blocks), millions(pr.blin1)) == (55.1, 134.3, 12.8)
     assert 24.2 <= millions(pr.extension) <= 24.4
     assert pr.base == 7 and model.autoencoder.latent_shape == (4, 28, 28)  # SD's 4 x 28 x 28 at 224 px
+    # the SD VAE (its weights absent here: the kl-f8 architecture, counted on the meta device)
+    assert isinstance(model.autoencoder, SDVAEFrames) and model.autoencoder.scaling_factor == 0.18215
+    assert sum(p.numel() for p in model.autoencoder.parameters()) == 83_653_863
 
 
 def test_ridge_pivot_recovers_a_linear_map():
@@ -235,3 +243,172 @@ def test_ablation_configs_differ_only_in_what_they_claim(name, option):
     assert ablation == full
     header = open(load_method_config("neuroclips", name)["path"]).read().split("\n")[:3]
     assert any(f"{option}: false" in line for line in header)  # the header says what is ablated
+
+
+# -- the SD VAE as the frozen frame autoencoder (real scale), and the AnimateDiff generator it feeds ---------
+SD_VAE_SCALING = 0.3  # not SD's 0.18215: the wrapper must read it from the VAE's config
+
+
+@pytest.fixture(scope="module")
+def vae_dir(tmp_path_factory):
+    """A tiny kl-f8 AutoencoderKL (4 blocks: 16 px -> 2 x 2), saved as a diffusers folder."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4, sample_size=16,
+        scaling_factor=SD_VAE_SCALING,
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("sd-vae")
+    vae.save_pretrained(folder)
+    return folder
+
+
+def _video_batch(n=4, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "voxels": torch.randn(n, 40, generator=g),
+        "clip_tokens": torch.randn(n, 5, 8, generator=g),
+        "clip_text": torch.randn(n, 8, generator=g),
+        "frames:16": torch.rand(n, 3, 3, 16, 16, generator=g),
+    }
+
+
+def test_sd_vae_latents_are_its_scaled_posterior_means(vae_dir):
+    from diffusers import AutoencoderKL
+
+    model = tiny_model(autoencoder=f"sd-vae:{vae_dir}")
+    assert isinstance(model.autoencoder, SDVAEFrames) and model.autoencoder.latent_shape == (4, 2, 2)
+    model.autoencoder.chunk = 4  # 6 frames in two encoder calls
+    frames = torch.rand(2, 3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    latents = model.encode_frames(frames)
+    reference = AutoencoderKL.from_pretrained(vae_dir)
+    with torch.no_grad():
+        expected = reference.encode(frames.flatten(0, 1) * 2 - 1).latent_dist.mode() * SD_VAE_SCALING
+        decoded = (reference.decode(expected / SD_VAE_SCALING).sample / 2 + 0.5).clamp(0, 1)
+    assert latents.shape == (2, 3, 4, 2, 2)
+    torch.testing.assert_close(latents, expected.unflatten(0, (2, 3)))
+    with torch.no_grad():
+        torch.testing.assert_close(model.autoencoder.decode(expected), decoded)
+    # the perception reconstructor predicts latents of that shape
+    assert model(torch.randn(2, 40))["frame_latents"].shape == (2, 3, 4, 2, 2)
+
+
+def test_sd_vae_is_frozen_through_a_training_step(vae_dir):
+    model = tiny_model(autoencoder=f"sd-vae:{vae_dir}", dropout=0.0)
+    vae = model.autoencoder.vae
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert sum(p.numel() for p in trainable) == model.n_parameters() - sum(
+        p.numel() for p in vae.parameters()
+    )
+    pr = model.perception_net
+    pr_before = [m.weight.detach().clone() for m in (pr.ridge1, pr.blin1, pr.decoder.out[-1])]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-2)
+    out = model.losses(_video_batch(), mix=True)
+    out["total"].backward()
+    optimizer.step()
+    assert torch.isfinite(out["total"]) and out["blur_l1"] > 0
+    assert all(p.grad is None for p in vae.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in vae.state_dict().items())
+    after = (pr.ridge1.weight, pr.blin1.weight, pr.decoder.out[-1].weight)  # the PR learns from the latents
+    assert not any(torch.equal(a, b) for a, b in zip(pr_before, after, strict=True))
+
+
+def test_sd_vae_weights_stay_out_of_the_saved_decoder(vae_dir, tmp_path):
+    model = tiny_model(autoencoder=f"sd-vae:{vae_dir}").eval()
+    keys = set(model.state_dict())
+    assert not any(k.startswith("autoencoder.") for k in keys) and "text_pivot" in keys
+    model.save_pretrained(tmp_path / "model")
+    loaded = NeuroClips.load_pretrained(tmp_path / "model", n_voxels=40)  # the VAE comes from its folder
+    voxels, frames = torch.randn(3, 40), torch.rand(1, 3, 3, 16, 16)
+    for key, value in model(voxels).items():
+        torch.testing.assert_close(loaded(voxels)[key], value, rtol=0, atol=0)
+    torch.testing.assert_close(loaded.encode_frames(frames), model.encode_frames(frames), rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="Missing key"):  # other keys are still checked
+        loaded.load_state_dict({k: v for k, v in model.state_dict().items() if k != "text_pivot"})
+
+
+def test_absent_sd_vae_sizes_and_predicts_but_never_trains(caplog):
+    model = tiny_model(autoencoder="sd-vae:someone/absent-vae")
+    assert "someone/absent-vae is not on this machine" in caplog.text
+    assert model.autoencoder.latent_shape == (4, 2, 2)
+    assert sum(p.numel() for p in model.autoencoder.parameters()) == 83_653_863  # SD's kl-f8 architecture
+    assert model(torch.randn(2, 40))["frame_latents"].shape == (2, 3, 4, 2, 2)
+    fetch = r"(?s)someone--absent-vae.*hf download someone/absent-vae .*autoencoder: sd-vae:/some/dir"
+    with pytest.raises(MissingFileError, match=fetch):
+        model.losses(_video_batch(), mix=False)
+    with pytest.raises(MissingFileError, match="someone--absent-vae"):
+        model.autoencoder.decode(torch.zeros(1, 4, 2, 2))
+
+
+def test_sd_vae_folder_forms(vae_dir, tmp_path):
+    import shutil
+
+    shutil.copytree(vae_dir, tmp_path / "pipeline" / "vae")  # a pipeline folder: its vae/ is used
+    model = tiny_model(autoencoder=f"sd-vae:{tmp_path / 'pipeline'}")
+    frames = torch.rand(1, 3, 3, 16, 16)
+    reference = tiny_model(autoencoder=f"sd-vae:{vae_dir}")
+    torch.testing.assert_close(model.encode_frames(frames), reference.encode_frames(frames), rtol=0, atol=0)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MissingFileError, match="neither a diffusers AutoencoderKL folder"):
+        tiny_model(autoencoder=f"sd-vae:{tmp_path / 'empty'}")
+    (tmp_path / "pickled").mkdir()
+    shutil.copy(vae_dir / "config.json", tmp_path / "pickled")
+    with pytest.raises(MissingFileError, match="no safetensors weights"):  # .bin files are never unpickled
+        tiny_model(autoencoder=f"sd-vae:{tmp_path / 'pickled'}")
+    with pytest.raises(ConfigError, match=r"'world-video-ae', 'sd-vae:<model id or folder>' or null"):
+        tiny_model(autoencoder="sd-vae-ft-mse")
+
+
+def test_animatediff_generator_is_registered(tmp_path):
+    spec = {
+        "kind": "animatediff-sparsectrl",
+        "inputs": {"blurry": "frame_latents"},
+        "options": {"model": "someone/absent-sd"},
+    }
+    context = GenerationContext(tmp_path, None, "none", None, np.arange(0), image_size=16)
+    # resolved and built (an unknown kind is a ConfigError): the absent base model is what stops it
+    with pytest.raises(MissingFileError, match="hf download someone/absent-sd"):
+        build_generator(spec, context)
+    assert AnimateDiffSparseCtrlGenerator.generator_id == spec["kind"]
+
+
+def test_real_scale_config_wires_the_sd_vae_to_animatediff():
+    config = load_method_config("neuroclips", "cc2017")
+    assert config["model"]["init_args"]["autoencoder"] == "sd-vae:stabilityai/sd-vae-ft-mse"
+    generator = config["generator"]
+    assert generator["kind"] == "animatediff-sparsectrl"
+    assert generator_inputs(generator) == {"blurry": "frame_latents"}  # the PR's SD-VAE latents
+    options = generator["options"]
+    assert (options["strength"], options["alpha_form"], options["n_frames"]) == (0.3, "paper", 16)
+    assert (options["steps"], options["guidance_scale"], options["resolution"]) == (25, 8.5, 256)
+    accepted = {"prompt", "negative_prompt"}  # read by encode_fixed
+    for function in (
+        AnimateDiffSparseCtrlGenerator.from_config,
+        AnimateDiffSparseCtrlGenerator.__init__,
+        LatentDiffusionGenerator.__init__,
+    ):
+        accepted |= set(inspect.signature(function).parameters)
+    assert set(options) <= accepted - {"inputs", "context", "parts", "fixed", "image_size", "seed"}
+
+
+class _FrameCache:
+    """The two FeatureCache members cache_latents reads: ``arrays`` and ``rows``."""
+
+    def __init__(self, frames, ids):
+        self.arrays, self.ids = {"frames:16": frames}, np.asarray(ids)
+
+    def rows(self, stim_ids):
+        return np.searchsorted(self.ids, stim_ids)
+
+
+def test_cached_sd_vae_latents_are_the_batch_latents(vae_dir):
+    model = tiny_model(autoencoder=f"sd-vae:{vae_dir}")
+    frames = np.random.default_rng(0).random((5, 3, 3, 16, 16), dtype=np.float32)
+    model.cache_latents(_FrameCache(frames, [10, 11, 12, 13, 14]), np.array([11, 13, 14]), chunk=2)
+    batch = {"voxels": torch.zeros(2, 40), "stim_id": torch.tensor([14, 11]), "frames:16": None}
+    expected = model.encode_frames(torch.from_numpy(frames[[4, 1]]))
+    torch.testing.assert_close(model.true_latents(batch), expected)
+    assert next(model.autoencoder.parameters()).device.type == "cpu"  # back where it was

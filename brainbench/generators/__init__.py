@@ -27,6 +27,7 @@ GENERATORS: dict[str, str] = {
     "versatile-diffusion": "brainbench.generators.diffusers_backends:VersatileDiffusionGenerator",
     "sd-img2img": "brainbench.generators.diffusers_backends:Img2ImgGenerator",
     "world-video": "brainbench.generators.video:WorldVideoGenerator",
+    "animatediff-sparsectrl": "brainbench.generators.animatediff:AnimateDiffSparseCtrlGenerator",
 }
 
 __all__ = ["GENERATORS", "GenerationContext", "ImageGenerator", "build_generator", "generator_inputs"]

@@ -5,7 +5,8 @@ Rongtao Xu, Liang Hu, Ke Liu, Yu Zhang, "NeuroClips: Towards High-fidelity and S
 Reconstruction", NeurIPS 2024 oral, arXiv 2410.19452; code ``gongzix/NeuroClips`` (``src/Semantic.py``,
 ``src/train_SR.py``, ``src/Perception.py``, ``src/train_PR.py``, ``src/video_decoder.py``). Facts from
 shared/reference/methods.md §2. The video stage (keyframe + blurry video -> clip) is the ``world-video``
-generator (:mod:`brainbench.generators.video`), which the configs call after prediction.
+generator (:mod:`brainbench.generators.video`) in the world, ``animatediff-sparsectrl``
+(:mod:`brainbench.generators.animatediff`) at real scale, which the configs call after prediction.
 
 **Semantics reconstructor (SR)**, the MindEye2 backbone: ``h = ridge(v)`` (``Linear(V, h)``), ``n_blocks``
 residual mixer blocks ``h <- h + Linear(Dropout(GELU(Linear(LN(h)))))``, ``z = backbone_linear(h)`` reshaped
@@ -47,8 +48,9 @@ contrastive term compares latents (paper Eq. 1), not ConvNeXt features (released
 closed form on the dataset's training stimuli, not fine-tuned on MSCOCO; the keyframe target is the store's
 keyframe (frame 2, the test frame of the code) every epoch; SR and PR are trained together in one run
 (they share no weights); fp32. At world scale the widths, epochs and learning rate are scaled (see the
-config); at real scale (``cc2017.yaml``) no SD VAE is available, so the autoencoder is an untrained stand-in
-of SD's latent geometry (4 x 28 x 28 at 224 px) and the config only sizes the model.
+config); at real scale (``cc2017.yaml``) the autoencoder is the SD VAE (``autoencoder: sd-vae:<id>``,
+:class:`~brainbench.generators.animatediff.SDVAEFrames`: ``0.18215 · mode(VAE.encode(2x - 1))``, 4 x 28 x 28
+at 224 px), whose latents the ``animatediff-sparsectrl`` generator takes as its blurry video.
 
 Example:
     >>> model = NeuroClips(40, {"clip_tokens": (5, 8), "clip_text": (8,), "frames:16": (3, 3, 16, 16)},
@@ -236,8 +238,10 @@ class NeuroClips(DecoderModule):
         token_target: the keyframe's token grid (``clip_tokens``; ``layer:48`` at real scale = bigG's 1664-d
             tokens, as NeuroClips' unprojected 256 x 1664).
         frames_target: the clip frames (``frames:<S>``) whose autoencoder latents the PR regresses.
-        autoencoder: ``world-video-ae`` (the shipped frame autoencoder) or ``None`` (an untrained stand-in of
-            SD-VAE's geometry, for sizing the model at real scale).
+        autoencoder: ``world-video-ae`` (the shipped frame autoencoder), ``sd-vae:<model id or folder>`` (a
+            diffusers ``AutoencoderKL``, NeuroClips' SD VAE: ``sd-vae:stabilityai/sd-vae-ft-mse``; latents
+            times its ``scaling_factor``, frozen, loaded offline, not saved with the decoder) or ``None`` (an
+            untrained stand-in of SD-VAE's geometry).
         latent_channels: latent channels of the stand-in autoencoder.
         hidden: SR width ``h`` (4096).
         n_blocks: mixer blocks of both pathways (4).
@@ -274,11 +278,11 @@ class NeuroClips(DecoderModule):
     fidelity = (
         "SR (MindEye2 ridge + 4 mixer blocks + token head + projector, BiMixCo tau .006 + text term tau .1 "
         "through a frozen image->text pivot) and PR (Inception Extension, ridge1/blin1, decoder with "
-        "temporal attention and learnable eta, L1 + InfoNCE on latents of the world's frame autoencoder) as "
-        "released; a joint MSE regression of the backbone output replaces the diffusion prior, no "
-        "NSD-pretrained init, pivot fitted closed form on training stimuli, "
-        "world-scale widths/epochs; the video stage is the world-video generator (one-step conditional "
-        "decoder)"
+        "temporal attention and learnable eta, L1 + InfoNCE on latents of a frozen frame autoencoder: the "
+        "world's, or the SD VAE at real scale) as released; a joint MSE regression of the backbone output "
+        "replaces the diffusion prior, no NSD-pretrained init, pivot fitted closed form on training stimuli, "
+        "world-scale widths/epochs; the world's video stage is the world-video generator (one-step "
+        "conditional decoder), the real scale's AnimateDiff + SparseCtrl"
     )
     predicts = ("clip_tokens", "clip_image", "clip_text", "keyframe_tokens", "frame_latents")
     monitor = None  # NeuroClips keeps the last epoch
@@ -355,9 +359,14 @@ class NeuroClips(DecoderModule):
             self.autoencoder = FrameAutoencoder(size, hp.latent_channels)
         elif hp.autoencoder == "world-video-ae":
             self.autoencoder = load_autoencoder()
+        elif isinstance(hp.autoencoder, str) and hp.autoencoder.startswith("sd-vae:"):
+            from brainbench.generators.animatediff import load_sd_vae
+
+            self.autoencoder = load_sd_vae(hp.autoencoder.removeprefix("sd-vae:"), size)
         else:
             raise ConfigError(
-                f"neuroclips autoencoder must be 'world-video-ae' or null, not {hp.autoencoder!r}"
+                "neuroclips autoencoder must be 'world-video-ae', 'sd-vae:<model id or folder>' or null, not "
+                f"{hp.autoencoder!r}"
             )
         if self.autoencoder.image_size != size:
             raise ConfigError(
@@ -438,16 +447,26 @@ class NeuroClips(DecoderModule):
         """Autoencoder latents of these stimuli's true clips, computed once (the autoencoder is frozen).
 
         Encoding every batch's ``F`` frames again each step would cost more than the rest of a world step.
+        The encoding runs on the GPU when there is one (the SD VAE at 224 px is slow on CPU); the latents
+        are kept on the CPU.
         """
         frames = cache.arrays[self.hparams.frames_target]
         rows = cache.rows(stim_ids)
+        home = next(self.autoencoder.parameters()).device
+        device = torch.device("cuda") if torch.cuda.is_available() else home
+        self.autoencoder.to(device)
+        try:
+            self._latents = torch.cat(
+                [
+                    self.encode_frames(
+                        torch.from_numpy(np.asarray(frames[rows[i : i + chunk]], np.float32)).to(device)
+                    ).cpu()
+                    for i in range(0, len(rows), chunk)
+                ]
+            )
+        finally:
+            self.autoencoder.to(home)
         self._latent_ids = torch.from_numpy(np.asarray(stim_ids, dtype=np.int64))
-        self._latents = torch.cat(
-            [
-                self.encode_frames(torch.from_numpy(np.asarray(frames[rows[i : i + chunk]], np.float32)))
-                for i in range(0, len(rows), chunk)
-            ]
-        )
 
     def true_latents(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Latents of the batch's true clips: from :meth:`cache_latents` when it holds them, else encoded."""
