@@ -380,7 +380,9 @@ def test_fixed_conditioning_without_file_or_encoders_is_a_clear_error(tmp_path):
 # ----------------------------------------------------------------------------------------------- registry
 def test_build_generator_errors(prepared):
     context = make_context(prepared)
-    with pytest.raises(ConfigError, match="unknown generator kind 'dreamer'; available: animatediff-sparsectrl, retrieval"):
+    with pytest.raises(
+        ConfigError, match="unknown generator kind 'dreamer'; available: animatediff-sparsectrl, retrieval"
+    ):
         build_generator({"kind": "dreamer", "inputs": {"clip_image": "clip_image"}}, context)
     with pytest.raises(ConfigError, match="'inputs' mapping"):
         build_generator({"kind": "retrieval"}, context)
