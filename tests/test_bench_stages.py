@@ -78,7 +78,7 @@ class FakeStore:
         )
 
 
-def test_gallery_saves_the_first_stimuli_beside_their_ground_truth(tmp_path):
+def test_gallery_saves_generated_images_beside_their_ground_truth(tmp_path):
     stim_ids = np.array([30, 10, 20])
     images = torch.stack([torch.full((4, 5, 3), 100 + int(s), dtype=torch.uint8) for s in stim_ids])
     save_gallery(images, FakeStore(), stim_ids, tmp_path / "recons")
@@ -87,6 +87,15 @@ def test_gallery_saves_the_first_stimuli_beside_their_ground_truth(tmp_path):
     ]  # fmt: skip
     assert (np.asarray(Image.open(tmp_path / "recons" / "000020.png")) == 120).all()
     assert (np.asarray(Image.open(tmp_path / "recons" / "gt_000020.png")) == 20).all()
+
+
+def test_gallery_spreads_its_stimuli_over_the_test_set(tmp_path):
+    stim_ids = np.arange(100, 129)[::-1].copy()  # 29 stimuli, rows in reverse id order
+    images = torch.stack([torch.full((4, 5, 3), int(s), dtype=torch.uint8) for s in stim_ids])
+    save_gallery(images, FakeStore(), stim_ids, tmp_path)
+    saved = sorted(int(p.stem) for p in tmp_path.glob("[0-9]*.png"))
+    assert saved == [100, 104, 108, 112, 116, 120, 124, 128]  # 8 evenly spaced ids, first and last included
+    assert (np.asarray(Image.open(tmp_path / "000104.png")) == 104).all()
 
 
 def test_gallery_saves_clips_as_frame_strips(tmp_path):

@@ -70,15 +70,18 @@ def training_stim_ids(datamodule: FMRIDataModule) -> np.ndarray:
 
 
 def save_gallery(outputs: torch.Tensor, store: StimulusStore, stim_ids: np.ndarray, folder: Path) -> None:
-    """Saves the first :data:`GALLERY_IMAGES` generated images or clips (rows follow ``stim_ids``) + stimuli.
+    """Saves :data:`GALLERY_IMAGES` generated images or clips (rows follow ``stim_ids``) beside their stimuli.
 
-    A clip ``(F, H, W, 3)`` is saved as one ``(H, F * W, 3)`` strip of its frames, as is its ground truth.
+    They are spread evenly over the test stimuli in id order, first and last included (consecutive ids are
+    often windows of one movie). A clip ``(F, H, W, 3)`` is saved as one ``(H, F * W, 3)`` strip of its
+    frames, as is its ground truth.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    first = np.argsort(stim_ids, kind="stable")[:GALLERY_IMAGES]
+    in_order = np.argsort(stim_ids, kind="stable")
+    chosen = in_order[np.unique(np.linspace(0, len(in_order) - 1, GALLERY_IMAGES).round().astype(int))]
     video = outputs.ndim == 5
-    truth = store.frames(stim_ids[first]) if video else store.images(stim_ids[first])
-    for row, stim_truth in zip(first, truth, strict=True):
+    truth = store.frames(stim_ids[chosen]) if video else store.images(stim_ids[chosen])
+    for row, stim_truth in zip(chosen, truth, strict=True):
         key = f"{int(stim_ids[row]):06d}"
         generated = outputs[row].numpy()
         if video:
