@@ -4,6 +4,8 @@ Parametrised over the registry itself (as open_clip's tests run over ``list_mode
 a new scale config is tested without a new test.
 """
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -18,7 +20,7 @@ from brainbench.methods import (
     load_method_config,
     resolve_class,
 )
-from brainbench.methods.base import DecoderModule
+from brainbench.methods.base import DecoderModule, adamw_one_cycle
 
 CONFIGS = [(method, scale) for method in list_methods() for scale in list_scales(method)]
 
@@ -148,3 +150,22 @@ def test_synthetic_rois_cover_disjoint_blocks_with_world_proportions():
 def test_world_scale_shapes_come_from_the_world_clip_config():
     config = load_method_config("litemind", "world")
     assert scale_shapes(config) == {"n_voxels": 2520, "target_shapes": {"clip_tokens": (65, 128)}}
+
+
+def test_adamw_one_cycle_decays_matrices_only_and_warms_up_for_two_epochs():
+    layer, norm = torch.nn.Linear(4, 3), torch.nn.LayerNorm(3)
+    module = SimpleNamespace(trainer=SimpleNamespace(estimated_stepping_batches=100))
+    params = [layer.weight, *norm.parameters(), layer.bias]
+    setup = adamw_one_cycle(module, params, max_lr=0.01, weight_decay=0.1, max_epochs=10)
+    optimizer, scheduler = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
+    assert [(len(g["params"]), g["weight_decay"]) for g in optimizer.param_groups] == [(1, 0.1), (3, 0.0)]
+    assert setup["lr_scheduler"]["interval"] == "step" and scheduler.total_steps == 100
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert max(range(100), key=lrs.__getitem__) == 19  # peak after 2 of 10 epochs (pct_start 0.2)
+    assert abs(max(lrs) - 0.01) < 1e-6 and lrs[-1] < 1e-5
+    only_vectors = adamw_one_cycle(module, [norm.weight], max_lr=0.01, weight_decay=0.1, max_epochs=1)
+    assert len(only_vectors["optimizer"].param_groups) == 1  # the empty decay group is dropped

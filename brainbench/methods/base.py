@@ -33,6 +33,32 @@ def decay_groups(params: Iterable[torch.nn.Parameter], weight_decay: float) -> l
     ]
 
 
+def adamw_one_cycle(
+    module: L.LightningModule,
+    params: Iterable[torch.nn.Parameter],
+    *,
+    max_lr: float,
+    weight_decay: float,
+    max_epochs: int,
+    final_div_factor: float = 1e4,
+) -> dict[str, Any]:
+    """MindEye's optimiser, shared by its descendants: AdamW and OneCycle stepped per batch.
+
+    AdamW over :func:`decay_groups`; OneCycle over the trainer's steps with ``pct_start = 2 / max_epochs``
+    (at most 0.5).
+    """
+    groups = [group for group in decay_groups(params, weight_decay) if group["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=max_lr)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=max_lr,
+        total_steps=max(2, int(module.trainer.estimated_stepping_batches)),
+        final_div_factor=final_div_factor,
+        pct_start=min(0.5, 2 / max(1, max_epochs)),
+    )
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
 class DecoderModule(L.LightningModule):
     """Base LightningModule of the brainbench methods.
 

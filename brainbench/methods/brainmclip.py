@@ -64,7 +64,7 @@ from torch import nn
 
 from brainbench.errors import ConfigError
 from brainbench.eval.trials import SingleTrialRetrieval
-from brainbench.methods.base import DecoderModule, decay_groups
+from brainbench.methods.base import DecoderModule, adamw_one_cycle
 from brainbench.methods.mindeye import mixco_nce
 
 
@@ -375,11 +375,6 @@ class BrainMCLIP(DecoderModule):
     def configure_optimizers(self) -> dict:
         """AdamW (no decay on biases and LayerNorms), OneCycle(pct_start = 2 / epochs) stepped per batch."""
         hp = self.hparams
-        optimizer = torch.optim.AdamW(decay_groups(self.parameters(), hp.weight_decay), lr=hp.max_lr)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=hp.max_lr,
-            total_steps=max(2, int(self.trainer.estimated_stepping_batches)),
-            pct_start=min(0.5, 2 / max(1, hp.max_epochs)),
+        return adamw_one_cycle(
+            self, self.parameters(), max_lr=hp.max_lr, weight_decay=hp.weight_decay, max_epochs=hp.max_epochs
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -65,7 +65,7 @@ from torch import nn
 
 from brainbench.errors import ConfigError
 from brainbench.eval.trials import SingleTrialRetrieval
-from brainbench.methods.base import DecoderModule, decay_groups
+from brainbench.methods.base import DecoderModule, adamw_one_cycle
 
 
 def mixco(
@@ -305,13 +305,11 @@ class MindEye(DecoderModule):
     def configure_optimizers(self) -> dict:
         """AdamW (no decay on biases and LayerNorms) with OneCycle(pct_start=2/epochs), stepped per batch."""
         hp = self.hparams
-        optimizer = torch.optim.AdamW(decay_groups(self.parameters(), hp.weight_decay), lr=hp.max_lr)
-        total = max(2, int(self.trainer.estimated_stepping_batches))
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
+        return adamw_one_cycle(
+            self,
+            self.parameters(),
             max_lr=hp.max_lr,
-            total_steps=total,
+            weight_decay=hp.weight_decay,
+            max_epochs=hp.max_epochs,
             final_div_factor=hp.final_div_factor,
-            pct_start=min(0.5, 2 / max(1, hp.max_epochs)),
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

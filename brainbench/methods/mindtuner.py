@@ -78,7 +78,7 @@ from torch import nn
 from brainbench.data.multisubject import combined_train_loader, subject_key, training_pairs
 from brainbench.errors import ConfigError
 from brainbench.eval.trials import SingleTrialRetrieval
-from brainbench.methods.base import DecoderModule, decay_groups
+from brainbench.methods.base import DecoderModule, adamw_one_cycle
 from brainbench.methods.mindeye import cosine_anneal, mixco, mixco_nce, soft_clip_loss
 
 SHARED_FILE = "mindtuner_shared.safetensors"
@@ -154,16 +154,14 @@ def one_cycle(
     module: L.LightningModule, params: list[nn.Parameter], max_lr: float, n_epochs: int, hp: dict
 ) -> dict:
     """AdamW (weight decay on matrices only) + OneCycle(pct_start = 2/epochs), stepped per batch (MindEye)."""
-    groups = decay_groups(params, hp["weight_decay"])
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=max_lr)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
+    return adamw_one_cycle(
+        module,
+        params,
         max_lr=max_lr,
-        total_steps=max(2, int(module.trainer.estimated_stepping_batches)),
+        weight_decay=hp["weight_decay"],
+        max_epochs=n_epochs,
         final_div_factor=hp["final_div_factor"],
-        pct_start=min(0.5, 2 / max(1, n_epochs)),
     )
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class MindTuner(DecoderModule):

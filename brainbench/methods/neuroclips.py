@@ -74,7 +74,7 @@ from brainbench.data.feature_cache import FeatureCache
 from brainbench.errors import ConfigError
 from brainbench.eval.trials import SingleTrialRetrieval
 from brainbench.generators.video import FrameAutoencoder, ResBlock, TemporalAttention, load_autoencoder
-from brainbench.methods.base import DecoderModule, decay_groups
+from brainbench.methods.base import DecoderModule, adamw_one_cycle
 from brainbench.methods.mindeye import mixco, mixco_nce
 
 
@@ -537,17 +537,11 @@ class NeuroClips(DecoderModule):
     def configure_optimizers(self) -> dict:
         """AdamW (no decay on biases and norms; the frozen autoencoder excluded), OneCycle per batch."""
         hp = self.hparams
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            decay_groups(trainable, hp.weight_decay),
-            lr=hp.max_lr,
-        )
-        total = max(2, int(self.trainer.estimated_stepping_batches))
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
+        return adamw_one_cycle(
+            self,
+            [p for p in self.parameters() if p.requires_grad],
             max_lr=hp.max_lr,
-            total_steps=total,
+            weight_decay=hp.weight_decay,
+            max_epochs=hp.max_epochs,
             final_div_factor=hp.final_div_factor,
-            pct_start=min(0.5, 2 / max(1, hp.max_epochs)),
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
