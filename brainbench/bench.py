@@ -221,7 +221,7 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
         run_pretraining(request, config, model, backbone, data_cfg, run_dir)
     trainer, best = build_trainer(request, model, run_dir, config)
     if request.compile:
-        compile_model(model)
+        compile_model(model, request)
     say(request, f"training {model.method_id} ({model.n_parameters():,} parameters), run {run_id}")
     model.fit(trainer, datamodule)
     train_seconds = time.time() - t_train

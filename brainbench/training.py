@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy, Strategy
 
 from brainbench.data.datamodule import FMRIDataModule
-from brainbench.errors import DataFormatError
+from brainbench.errors import ConfigError, DataFormatError
 from brainbench.methods.base import DecoderModule
 
 if TYPE_CHECKING:
@@ -113,6 +113,15 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+def _on_cpu(request: BenchRequest) -> bool:
+    return request.accelerator == "cpu" or (request.accelerator == "auto" and not torch.cuda.is_available())
+
+
+def forks_ranks(request: BenchRequest) -> bool:
+    """Whether Lightning's fork launcher starts this request's DDP ranks (CPU, not under torchrun/srun)."""
+    return request.strategy == "ddp" and _on_cpu(request) and not launched_externally()
+
+
 def trainer_strategy(request: BenchRequest) -> str | Strategy:
     """The Lightning strategy of a request: ``ddp`` on CPU becomes DDP over gloo with the fork launcher.
 
@@ -126,11 +135,11 @@ def trainer_strategy(request: BenchRequest) -> str | Strategy:
     the fitted weights, the best checkpoint path and rank 0's results come back, which is why ridge solves
     inside ``fit`` and test predictions are gathered to a file (:class:`GatherPredictions`).
     """
-    on_cpu = request.accelerator == "cpu" or (request.accelerator == "auto" and not torch.cuda.is_available())
+    on_cpu = _on_cpu(request)
     if request.strategy == "ddp" and launched_externally():
         # torchrun / srun started every rank already: Lightning's cluster environment only joins them
         return DDPStrategy(process_group_backend="gloo") if on_cpu else request.strategy
-    if request.strategy == "ddp" and on_cpu:
+    if forks_ranks(request):
         return DDPStrategy(start_method="fork", process_group_backend="gloo")
     return request.strategy
 
@@ -150,12 +159,22 @@ def trainer_precision(request: BenchRequest) -> str:
     return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
 
 
-def compile_model(model: DecoderModule, backend: str = "inductor") -> None:
+def compile_model(model: DecoderModule, request: BenchRequest, backend: str = "inductor") -> None:
     """``torch.compile`` the forward in place (``--compile``); the module and its state-dict keys stay.
 
     Off by default and meant for GPUs. On this suite's CPU machines it is slower: the Lite-Mind world
     config steps in 334 ms compiled against 220 ms eager (2 cores), after a 60 s compile.
+
+    Raises:
+        ConfigError: with CPU DDP ranks forked by Lightning: once ``torch.compile`` is loaded, a backward pass
+            in the parent (pre-training, an earlier run in the same process) leaves autograd threads that a
+            forked rank cannot use.
     """
+    if forks_ranks(request):
+        raise ConfigError(
+            "--compile cannot be combined with CPU DDP ranks forked by Lightning (autograd's threads do not "
+            "survive fork once torch.compile is loaded); launch the ranks with torchrun or drop --compile"
+        )
     model.compile(backend=backend)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from bench_helpers import tiny_config, tiny_request
 
 from brainbench.errors import ConfigError
 from brainbench.methods import load_method_config
@@ -207,28 +208,10 @@ def test_describe_god_scale():
 @pytest.mark.slow
 def test_tiny_world_god_end_to_end(tmp_path: Path) -> None:
     """Tiny GOD world through ``run_bench``: zero-shot columns are produced, the model round-trips."""
-    import yaml
+    from brainbench.bench import run_bench
 
-    from brainbench.bench import BenchRequest, run_bench
-
-    config = load_method_config("brainclip", "world")
-    config.pop("generator")
-    config.pop("path")
-    config["model"]["init_args"] |= {"hidden": 32, "max_epochs": 3}
-    config["trainer"]["max_epochs"] = 3
-    path = tmp_path / "brainclip_tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    request = BenchRequest(
-        method="brainclip",
-        dataset="world-god",
-        world_preset="tiny",
-        config=str(path),
-        home=tmp_path / "home",
-        leaderboards=tmp_path / "leaderboards",
-        runs=tmp_path / "runs",
-        progress=False,
-        accelerator="cpu",
-    )
+    config = tiny_config(tmp_path, "brainclip", epochs=3, init_args={"hidden": 32})
+    request = tiny_request(tmp_path, "brainclip", dataset="world-god", config=config, val_fraction=None)
     row, result = run_bench(request)
     zero_shot = [k for k in result.values if k.startswith("zeroshot_top1_") and k.endswith(".clip_image@v1")]
     assert zero_shot and 0 <= result.values[zero_shot[0]] <= 1

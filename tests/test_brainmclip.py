@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
+from bench_helpers import tiny_config, tiny_request
 
 from brainbench.errors import ConfigError
 from brainbench.methods import load_method_config
@@ -228,28 +228,12 @@ def test_configs_build_at_their_scale():
 @pytest.mark.slow
 def test_tiny_world_end_to_end(tmp_path: Path) -> None:
     """Tiny world through ``run_bench``: ROIs reach the method, it trains, predicts and saves with them."""
-    from brainbench.bench import BenchRequest, run_bench
+    from brainbench.bench import run_bench
 
-    config = load_method_config("brainmclip", "world")
-    config.pop("path")
-    config.pop("generator", None)  # retrieval only here; generators have their own tests
-    config["model"]["init_args"] |= {"hidden": 32, "code_dim": 16, "token_rank": 4, "max_epochs": 3}
-    config["data"] |= {"batch_size": 32, "shuffle_buffer": 500}
-    config["trainer"] = {"max_epochs": 3}
-    path = tmp_path / "brainmclip_tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    request = BenchRequest(
-        method="brainmclip",
-        subject=1,
-        world_preset="tiny",
-        config=str(path),
-        home=tmp_path / "home",
-        leaderboards=tmp_path / "leaderboards",
-        runs=tmp_path / "runs",
-        progress=False,
-        accelerator="cpu",
-        val_fraction=0.2,
-    )
+    init_args = {"hidden": 32, "code_dim": 16, "token_rank": 4}
+    data = {"batch_size": 32, "shuffle_buffer": 500}
+    config = tiny_config(tmp_path, "brainmclip", epochs=3, init_args=init_args, data=data)
+    request = tiny_request(tmp_path, "brainmclip", config=config)
     row, result = run_bench(request)
     b2i = "retrieval_b2i_top1_subset60/world-clip:v1.clip_tokens@v1"
     assert 0 <= row[b2i] <= 1

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from bench_helpers import tiny_request
 
 from brainbench.bench import BenchRequest, run_bench
 from brainbench.errors import ConfigError, DataFormatError
@@ -26,20 +27,8 @@ pytestmark = pytest.mark.slow
 
 
 def _request(tmp: Path, method: str, **overrides: object) -> BenchRequest:
-    defaults = dict(
-        method=method,
-        subject=1,
-        world_preset="tiny",
-        config=str(CONFIGS / f"{method}_tiny.yaml"),
-        home=tmp / "home",
-        leaderboards=tmp / "leaderboards",
-        runs=tmp / "runs",
-        progress=False,
-        accelerator="cpu",
-        val_fraction=0.2,  # 28 validation images instead of 7: checkpoint selection needs some resolution
-    )
-    defaults.update(overrides)
-    return BenchRequest(**defaults)  # type: ignore[arg-type]
+    """The tiny-world request of ``method`` with its ``tests/configs/<method>_tiny.yaml``."""
+    return tiny_request(tmp, method, **({"config": str(CONFIGS / f"{method}_tiny.yaml")} | overrides))
 
 
 @pytest.fixture(scope="module")

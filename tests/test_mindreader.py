@@ -7,6 +7,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from bench_helpers import tiny_config, tiny_request
 from torch.utils.data import DataLoader
 
 from brainbench.errors import ConfigError
@@ -208,29 +209,11 @@ def test_world_configs_differ_only_in_generator_inputs():
 @pytest.mark.slow
 def test_tiny_world_end_to_end(tmp_path):
     """Tiny world through ``run_bench``: captions reach the caption mapper, both predictions are scored."""
-    import yaml
+    from brainbench.bench import run_bench
 
-    from brainbench.bench import BenchRequest, run_bench
-
-    config = load_method_config("mindreader", "world")
-    config.pop("generator")
-    config.pop("path")
-    config["model"]["init_args"] |= {"channels": 4, "hidden": 8, "lr_decay_epochs": 1}
-    config["trainer"]["max_epochs"] = 2
-    path = tmp_path / "mindreader_tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    request = BenchRequest(
-        method="mindreader",
-        dataset="world-nsd",
-        world_preset="tiny",
-        config=str(path),
-        home=tmp_path / "home",
-        leaderboards=tmp_path / "leaderboards",
-        runs=tmp_path / "runs",
-        progress=False,
-        accelerator="cpu",
-        val_fraction=0.2,
-    )
+    init_args = {"channels": 4, "hidden": 8, "lr_decay_epochs": 1}
+    config = tiny_config(tmp_path, "mindreader", epochs=2, init_args=init_args)
+    request = tiny_request(tmp_path, "mindreader", dataset="world-nsd", config=config)
     row, result = run_bench(request)
     for name in ("clip_image", "clip_text"):
         key = next(

@@ -11,7 +11,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
+from bench_helpers import tiny_config, tiny_request
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
@@ -289,27 +289,14 @@ def test_nsd_config_parameter_count_on_meta_device():
 @pytest.mark.slow
 def test_tiny_world_end_to_end(tmp_path: Path) -> None:
     """Tiny world through ``run_bench``: pre-training on subject 2, one session of subject 1, then reuse."""
-    from brainbench.bench import BenchRequest, run_bench
+    from brainbench.bench import run_bench
 
-    config = load_method_config("mindtuner", "world")
-    config.pop("path")
-    config["model"]["init_args"] |= {"hidden": 32, "proj_hidden": 16, "pretrain_epochs": 2}
-    config["trainer"]["max_epochs"] = 3
-    config["pretrain"]["subjects"] = [2]
-    config["data"] |= {"batch_size": 16, "shuffle_buffer": 500}
-    path = tmp_path / "mindtuner_tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    request = BenchRequest(
-        method="mindtuner",
-        subject=1,
-        world_preset="tiny",
-        config=str(path),
-        home=tmp_path / "home",
-        leaderboards=tmp_path / "leaderboards",
-        runs=tmp_path / "runs",
-        progress=False,
-        accelerator="cpu",
+    init_args = {"hidden": 32, "proj_hidden": 16, "pretrain_epochs": 2}
+    data = {"batch_size": 16, "shuffle_buffer": 500}
+    config = tiny_config(
+        tmp_path, "mindtuner", epochs=3, init_args=init_args, data=data, pretrain={"subjects": [2]}
     )
+    request = tiny_request(tmp_path, "mindtuner", config=config, val_fraction=None)
     row, result = run_bench(request)
     b2t = [k for k in result.values if "b2t" in k or "text" in k]
     assert b2t and all(0 <= result.values[k] <= 1 for k in b2t if "top" in k)
