@@ -5,7 +5,9 @@ Batches are dicts: ``voxels`` ``(B, V)`` float32, ``stim_id`` and ``subject`` ``
 looked up per batch in the memory-mapped :class:`~brainbench.data.feature_cache.FeatureCache`. Shards are
 split by worker (webdataset ``split_by_worker``) and, under DDP, by rank at the sample level (see
 :meth:`FMRIDataModule._rank_length`), so the same module serves one CPU process, DDP and multi-node runs.
-Train and validation samples are single trials; test samples are the repeat averages.
+Train and validation samples are single trials; test samples are the repeat averages. A training split that
+fits in memory (``in_memory``) is read through the shard pipeline once and then served from RAM
+(:mod:`brainbench.data.in_memory`), so loading never limits a training step.
 
 Shards are read from the prepared folder, or streamed from anywhere webdataset can open (``shard_url``:
 ``http(s)://`` and ``pipe:`` URLs, e.g. ``pipe:curl -s https://host/prepared/subj01/{path}``), so a
@@ -47,7 +49,8 @@ class FMRIDataModule(L.LightningDataModule):
         targets: feature names to attach to each batch.
         batch_size: samples per batch (per process).
         num_workers: DataLoader workers (0 = main process; shards are split across workers).
-        shuffle_buffer: webdataset shuffle buffer for training samples.
+        shuffle_buffer: webdataset shuffle buffer for streamed training samples (an in-memory split is
+            fully shuffled every epoch).
         seed: seed of shard and sample shuffling.
         verify: check the shards' sha256 against the manifest in :meth:`setup` (local shards only; streamed
             shards are checked by their per-shard sample counts).
