@@ -110,7 +110,7 @@ def time_steps(
 ) -> tuple[float, int]:
     """Median seconds of one training step as ``Trainer.fit`` runs it, and the matmul/conv FLOPs of a step.
 
-    The method's own ``training_step``, optimizer and schedule run (with its epoch count), on the same
+    The method's own ``training_step``, optimizer and schedule run (scheduled over these steps), on the same
     synthetic batch each step; logging, checkpoints and validation are off.
     """
     warmup = max(1, warmup)  # step 0 counts FLOPs, untimed
