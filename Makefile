@@ -11,6 +11,7 @@ DATA_ROOT ?=
 DEVICES ?=
 NODES ?=
 ARGS ?=
+PERF_METHODS ?=
 PERF_HOME := $(or $(BRAINBENCH_HOME),$(HOME)/.cache/brainbench)
 PERF_SUBJECT := $(PERF_HOME)/prepared/world-nsd-v1-small/subj01
 # pip's extra-index warnings on these machines are noise; sed drops them and, with pipefail, pip's own exit
@@ -37,13 +38,17 @@ bench: setup
 		$(if $(DEVICES),--devices $(DEVICES) --strategy ddp) $(if $(NODES),--num-nodes $(NODES)) $(ARGS)
 
 # Speed tables (benchmarks/README.md): training step vs matmul peak and vs the loader, evaluator cost, shard
-# reading. Loader rates use subject 1 of each config's world where `make bench` has prepared it.
+# reading, and `make bench` wall time per method (every world config, about 20 min with the worlds cached;
+# PERF_METHODS="litemind ridge" for a subset; its rows go to a scratch leaderboard). Loader rates use subject 1
+# of each config's world where `make bench` has prepared it.
 perf: setup
 	mkdir -p benchmarks/results
 	$(BIN)/python benchmarks/training_speed.py --csv benchmarks/results/training_speed.csv --home $(PERF_HOME)
 	$(BIN)/python benchmarks/eval_speed.py --csv benchmarks/results/eval_speed.csv
 	$(if $(wildcard $(PERF_SUBJECT)/manifest.json),$(BIN)/python benchmarks/shard_throughput.py \
 		--prepared $(PERF_SUBJECT) --json benchmarks/results/shard_throughput.json)
+	$(BIN)/python benchmarks/bench_wall_time.py --home $(PERF_HOME) --csv benchmarks/results/bench_wall_time.csv \
+		$(if $(PERF_METHODS),--methods $(PERF_METHODS))
 
 # Renders leaderboards/<dataset>/<task>.csv + leaderboards/reported/*.csv into leaderboards/README.md and the
 # static HTML report leaderboards/report/index.html (plots, reconstruction galleries from runs/<id>/recons/).
