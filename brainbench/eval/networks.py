@@ -565,8 +565,8 @@ _ENTRIES = [
             "timm/vit_large_patch14_clip_224.openai",
             ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
             "open_clip ViT-L-14 openai",
-            # shown in the absent-weights error as a command for a machine with internet; never run here
-            "python -c \"import open_clip; open_clip.create_model('ViT-L-14', pretrained='openai')\"",
+            # the absent-weights error names it for a machine with internet; nothing here downloads
+            "hf download timm/vit_large_patch14_clip_224.openai open_clip_model.safetensors",
         ),
         _clip_vit_l14_core,
     ),
