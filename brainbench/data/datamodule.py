@@ -139,8 +139,12 @@ class FMRIDataModule(L.LightningDataModule):
     def split_size(self, split: str) -> int:
         """Number of samples in ``split`` (all processes together), after the ``train_sessions`` filter."""
         if split == "train" and self.train_sessions is not None:
-            if self._n_train_kept is None:
-                self._n_train_kept = self._count_kept_training_samples()
+            if self._n_train_kept is None:  # the in-memory split is read once anyway: count it there
+                self._n_train_kept = (
+                    len(self._training_split()[1])
+                    if self._trains_in_memory()
+                    else self._count_kept_training_samples()
+                )
             return self._n_train_kept
         return int(self.manifest.splits[split]["n_samples"])
 
@@ -240,8 +244,8 @@ class FMRIDataModule(L.LightningDataModule):
         split = self.manifest.splits["train"]["n_samples"]
         return split * self.n_voxels * 4 <= self.IN_MEMORY_LIMIT_BYTES
 
-    def _in_memory_training_set(self, rank: int, world_size: int) -> InMemoryTrainingSet:
-        """The kept training trials, read once through the checked shard pipeline (in manifest order)."""
+    def _training_split(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Voxels, stim ids and subjects of the kept training trials, read once (checked, manifest order)."""
         if self._train_in_memory is None:
             stages: list[Any] = [
                 wds.SimpleShardList(self.shard_urls("train")),
@@ -256,10 +260,14 @@ class FMRIDataModule(L.LightningDataModule):
                 torch.tensor([it["stim_id"] for it in items], dtype=torch.int64),
                 torch.tensor([it["subject"] for it in items], dtype=torch.int64),
             )
+        return self._train_in_memory
+
+    def _in_memory_training_set(self, rank: int, world_size: int) -> InMemoryTrainingSet:
+        """This rank's view of the in-memory training split (:mod:`brainbench.data.in_memory`)."""
         assert self.cache is not None
         cache = self.cache
         return InMemoryTrainingSet(
-            *self._train_in_memory,
+            *self._training_split(),
             targets=lambda stim_ids: cache.lookup(stim_ids.numpy()),
             batch_size=self.batch_size,
             seed=self.seed + 1,
