@@ -3,7 +3,7 @@
 The naive form is the one MindEye1/2 and Brain-Diffuser use (metrics.md §1.2): ``np.corrcoef`` of the
 stacked ``[GT; PRED]`` matrix (a ``2N x D`` float64 copy and a ``2N x 2N`` result, four times the products
 needed), then the ``N x N`` off-diagonal block. brainbench centres and normalises rows in blocks
-(``brainbench.eval.identification``), never holding more than two input blocks at once.
+(``brainbench.metrics.identification``), never holding more than two input blocks at once.
 
 Each form runs in its own child process, so its peak resident memory (``ru_maxrss``) is its own; both get the
 same random features (N items x D features, float32, a shared signal plus noise) and must agree to 1e-6.
@@ -50,14 +50,14 @@ def blockwise_two_way(gt: np.ndarray, pred: np.ndarray) -> float:
     """brainbench's block-wise exhaustive 2-way identification."""
     import torch
 
-    from brainbench.eval.identification import two_way_identification
+    from brainbench.metrics.identification import two_way_identification
 
     return float(two_way_identification(torch.from_numpy(pred), torch.from_numpy(gt)))
 
 
 def _child(form: str, n: int, dim: int, queue: multiprocessing.Queue) -> None:
     if form == "blockwise":  # the import's own memory is not the metric's
-        import brainbench.eval.identification  # noqa: F401
+        import brainbench.metrics.identification  # noqa: F401
     form_fn = naive_two_way if form == "naive" else blockwise_two_way
     form_fn(*make_features(8, 64, seed=1))  # warm-up: library initialisation is not the metric's cost
     gt, pred = make_features(n, dim)

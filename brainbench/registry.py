@@ -1,4 +1,4 @@
-"""One registry helper for every plugin kind: methods, datasets, generators, networks, metric chains, adapters.
+"""One registry helper for every plugin kind: methods, datasets, generators, networks, chains, adapters.
 
 A :class:`Registry` maps an id to an explicit import target (``"package.module:attribute"``) or to an
 object, imports a target only when :meth:`Registry.load` asks for it (Brain-Score's lazy registries), and
@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 
 def import_target(target: str) -> object:
-    """Imports ``"package.module:attribute"`` (or ``"package.module.attribute"``) and returns the attribute."""
+    """The attribute named by ``"package.module:attribute"`` (or ``"package.module.attribute"``)."""
     module_name, sep, attribute = target.partition(":")
     if not sep:
         module_name, _, attribute = target.rpartition(".")
@@ -78,7 +78,7 @@ class Registry(Mapping[str, str | T], Generic[T]):
             self._entries[entry.name] = entry.value
 
     def register(self, name: str, target: str | T) -> None:
-        """Adds ``name``; a name already registered is refused (ids are stable, leaderboard rows keep them)."""
+        """Adds ``name``; a registered name is refused (ids are stable: leaderboard rows keep them)."""
         self._read_plugins()
         if name in self._entries:
             raise ConfigError(f"{self.kind} {name!r} is registered already")

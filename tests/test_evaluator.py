@@ -5,7 +5,7 @@ import torch
 
 from brainbench.errors import ConfigError
 from brainbench.eval.evaluator import evaluate
-from brainbench.eval.specs import MetricSpec, parse_metric_id
+from brainbench.metrics.specs import MetricSpec, parse_metric_id
 
 
 def test_evaluate_names_values_and_chance():

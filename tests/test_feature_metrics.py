@@ -39,7 +39,7 @@ from brainbench.eval.networks import (
     load_swav_state,
     random_only_network,
 )
-from brainbench.eval.specs import parse_metric_id
+from brainbench.metrics.specs import parse_metric_id
 from brainbench.world.stimuli import generate_stimuli
 
 ABSENT_HERE = ["alexnet:2", "alexnet:5", "inception_v3", "effnet_b1", "swav", "clip_vit_l14"]

@@ -182,7 +182,7 @@ def held_out_scenes():
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_shipped_decoder_beats_the_mean_image(held_out_scenes, variant):
-    from brainbench.eval.image_metrics import pixcorr
+    from brainbench.metrics.image_metrics import pixcorr
 
     images, features, mean_image = held_out_scenes
     decoder = load_world_decoder(variant)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from brainbench.eval.identification import (
+from brainbench.metrics.identification import (
     TwoWayIdentification,
     two_way_identification,
     two_way_identification_per_item,
@@ -86,7 +86,7 @@ def test_metric_class_equals_functional_in_chunks():
 
 def test_wide_features_get_fewer_rows_per_block(monkeypatch):
     """Memory stays bounded: a block holds at most BLOCK_BYTES of features, whatever block_size asks."""
-    from brainbench.eval import similarity
+    from brainbench.metrics import similarity
 
     monkeypatch.setattr(similarity, "BLOCK_BYTES", 3 * 50 * 4)  # three float32 rows of 50 features
     rows, cols = torch.randn(10, 50), torch.randn(10, 50)

@@ -18,7 +18,7 @@ from skimage.color import rgb2gray
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from brainbench.errors import BrainbenchError, ConfigError
-from brainbench.eval.image_metrics import (
+from brainbench.metrics.image_metrics import (
     PSNR,
     SSIM,
     PixCorr,
@@ -31,10 +31,10 @@ from brainbench.eval.image_metrics import (
     ssim_per_image,
     ssim_spec,
 )
-from brainbench.eval.image_metrics import (
+from brainbench.metrics.image_metrics import (
     structural_similarity as torch_ssim,
 )
-from brainbench.eval.preprocess import (
+from brainbench.metrics.preprocess import (
     CHAINS,
     ResizeStep,
     ResolutionChain,
@@ -44,7 +44,7 @@ from brainbench.eval.preprocess import (
     list_chains,
     to_grey,
 )
-from brainbench.eval.specs import parse_metric_id
+from brainbench.metrics.specs import parse_metric_id
 
 MINDEYE_SSIM_ARGS = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0)
 

@@ -9,9 +9,6 @@ import pytest
 from leaderboard_records import make_record
 
 from brainbench.errors import ConfigError, DataFormatError
-from brainbench.eval.identification import identification_spec
-from brainbench.eval.retrieval import DIRECTIONS, VARIANTS, retrieval_chance, retrieval_spec
-from brainbench.eval.zeroshot import zero_shot_spec
 from brainbench.leaderboard.render import (
     build_sections,
     load_leaderboards,
@@ -27,6 +24,9 @@ from brainbench.leaderboard.store import (
     read_leaderboard,
     read_reported,
 )
+from brainbench.metrics.identification import identification_spec
+from brainbench.metrics.retrieval import DIRECTIONS, VARIANTS, retrieval_chance, retrieval_spec
+from brainbench.metrics.zeroshot import zero_shot_spec
 
 REPO = Path(__file__).resolve().parents[1]
 NET = "world-clip:v1.clip_tokens"

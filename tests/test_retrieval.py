@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from brainbench.errors import BrainbenchError, ConfigError
-from brainbench.eval.retrieval import (
+from brainbench.metrics.retrieval import (
     BrainImageRetrieval,
     full_set_accuracy,
     per_query_accuracy,
@@ -14,7 +14,7 @@ from brainbench.eval.retrieval import (
     shared_subset_accuracy,
     shared_subset_indices,
 )
-from brainbench.eval.similarity import cosine_similarity_matrix
+from brainbench.metrics.similarity import cosine_similarity_matrix
 
 
 def unit_vectors(degrees):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from brainbench.eval.evaluator import evaluate
-from brainbench.eval.text_retrieval import caption_embeddings, text_retrieval_accuracy
+from brainbench.metrics.text_retrieval import caption_embeddings, text_retrieval_accuracy
 
 
 def test_caption_embeddings_are_normalised_means_per_stimulus() -> None:

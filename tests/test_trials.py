@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from brainbench.eval.trials import SingleTrialRetrieval, distinct_stimulus_accuracy
+from brainbench.metrics.trials import SingleTrialRetrieval, distinct_stimulus_accuracy
 
 
 def test_hand_computed_with_repeated_stimuli() -> None:

@@ -14,7 +14,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from brainbench.errors import ConfigError, MissingFileError
 from brainbench.eval import video_metrics as vm
-from brainbench.eval.specs import parse_metric_id
+from brainbench.metrics.specs import parse_metric_id
 
 
 def _clips(seed: int, shape: tuple[int, ...] = (2, 3, 24, 20, 3)) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,7 @@ import torch
 
 from brainbench.errors import ConfigError
 from brainbench.eval.evaluator import evaluate
-from brainbench.eval.zeroshot import ZeroShotTask, zero_shot_accuracy
+from brainbench.metrics.zeroshot import ZeroShotTask, zero_shot_accuracy
 
 CLASSES = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
 
@@ -65,7 +65,7 @@ def test_tokens_without_a_pooled_cls_are_not_scored_silently() -> None:
 
 def test_svc_variant_separates_well_separated_classes() -> None:
     """BraVL's SVC protocol: fitted on several samples per class, then scoring the brain predictions."""
-    from brainbench.eval.zeroshot import svc_zero_shot_accuracy
+    from brainbench.metrics.zeroshot import svc_zero_shot_accuracy
 
     generator = torch.Generator().manual_seed(0)
     centres = torch.nn.functional.normalize(torch.randn(6, 16, generator=generator), dim=-1)

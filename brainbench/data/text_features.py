@@ -24,7 +24,7 @@ import torch
 from brainbench.backbones.openclip import ImageBackbone
 from brainbench.data.stimulus_store import StimulusStore
 from brainbench.errors import DataFormatError
-from brainbench.eval.text_retrieval import caption_embeddings
+from brainbench.metrics.text_retrieval import caption_embeddings
 
 TEXT_FEATURES = ("clip_text", "clip_captions", "clip_class_text")
 CLASS_PROMPT = "a photo of a {}."

@@ -4,15 +4,15 @@
 For every name present in both ``predictions`` and ``targets`` (e.g. ``clip_image`` ``(N, D)``,
 ``clip_tokens`` ``(N, T, D)``) it computes, in the embedding space ``network``:
 
-- retrieval (``brainbench.eval.retrieval``), both directions × both pooled variants × top-1/top-5 in the pool,
-  plus full-set top-1 in both directions;
-- exhaustive 2-way identification (``brainbench.eval.identification``);
-- with a :class:`~brainbench.eval.zeroshot.ZeroShotTask`, N-way zero-shot top-1 (and top-5 when N > 5) of the
-  pooled image embedding against the class prompts, by cosine and by BraVL's SVC (``eval.zeroshot``);
+- retrieval (``brainbench.metrics.retrieval``), both directions × both pooled variants × top-1/top-5 in
+  the pool, plus full-set top-1 in both directions;
+- exhaustive 2-way identification (``brainbench.metrics.identification``);
+- with a :class:`~brainbench.metrics.zeroshot.ZeroShotTask`, N-way zero-shot top-1 (and top-5 when N > 5) of
+  the pooled image embedding against the class prompts, by cosine and by BraVL's SVC (``eval.zeroshot``);
 - with caption targets, brain<->text retrieval of the pooled embedding and, when predicted, of ``clip_text``
-  (``brainbench.eval.text_retrieval``; the prediction used is part of the column's network).
+  (``brainbench.metrics.text_retrieval``; the prediction used is part of the column's network).
 
-Metric id naming (grammar ``<metric>[/<network>]@v<N>``, see ``brainbench.eval.specs``)::
+Metric id naming (grammar ``<metric>[/<network>]@v<N>``, see ``brainbench.metrics.specs``)::
 
     retrieval_<dir>_top<k>_<variant><pool>/<network>.<prediction>@v<N>
     retrieval_<dir>_top1_full/<network>.<prediction>@v<N>
@@ -38,8 +38,12 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from brainbench.errors import ConfigError
-from brainbench.eval.identification import IDENTIFICATION_CHANCE, identification_spec, two_way_identification
-from brainbench.eval.retrieval import (
+from brainbench.metrics.identification import (
+    IDENTIFICATION_CHANCE,
+    identification_spec,
+    two_way_identification,
+)
+from brainbench.metrics.retrieval import (
     DIRECTIONS,
     Variant,
     full_set_accuracy,
@@ -48,10 +52,10 @@ from brainbench.eval.retrieval import (
     retrieval_spec,
     shared_subset_accuracy,
 )
-from brainbench.eval.similarity import cosine_similarity_matrix
-from brainbench.eval.specs import MetricSpec
-from brainbench.eval.text_retrieval import TEXT_DIRECTIONS, text_retrieval_accuracy, text_retrieval_spec
-from brainbench.eval.zeroshot import (
+from brainbench.metrics.similarity import cosine_similarity_matrix
+from brainbench.metrics.specs import MetricSpec
+from brainbench.metrics.text_retrieval import TEXT_DIRECTIONS, text_retrieval_accuracy, text_retrieval_spec
+from brainbench.metrics.zeroshot import (
     ZeroShotTask,
     pooled_prediction,
     svc_zero_shot_accuracy,
@@ -113,7 +117,7 @@ def evaluate(
         block_size: rows processed at once.
         zero_shot: candidate classes and true labels of the rows, for zero-shot classification.
         caption_targets: ``(N, D)`` mean caption embedding of each row's stimulus, for brain<->text
-            retrieval of the pooled image embedding (:mod:`brainbench.eval.text_retrieval`).
+            retrieval of the pooled image embedding (:mod:`brainbench.metrics.text_retrieval`).
         cls_token_is_pooled: whether token 0 of ``clip_tokens`` is the pooled image embedding.
 
     Returns:

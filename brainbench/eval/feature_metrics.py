@@ -43,12 +43,6 @@ from torchmetrics import Metric
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from brainbench.errors import ConfigError, MissingFileError
-from brainbench.eval.identification import (
-    IDENTIFICATION_CHANCE,
-    TwoWayIdentification,
-    identification_spec,
-    two_way_identification,
-)
 from brainbench.eval.networks import (
     WORLD_CLIP_LAYERS,
     FeatureExtractor,
@@ -58,7 +52,13 @@ from brainbench.eval.networks import (
     torchvision_weights,
     verify_hash_in_name,
 )
-from brainbench.eval.specs import MetricSpec
+from brainbench.metrics.identification import (
+    IDENTIFICATION_CHANCE,
+    TwoWayIdentification,
+    identification_spec,
+    two_way_identification,
+)
+from brainbench.metrics.specs import MetricSpec
 
 FeatureMetric = Literal["identification_2way", "corrdist", "fid"]
 LpipsNet = Literal["alex", "vgg", "squeeze"]
@@ -145,7 +145,7 @@ def two_way_identification_on_network(
     """2-way identification of the reconstructions' features against the ground truths'; 0-d float64.
 
     Features come from ``extractor`` batch by batch; scoring is the block-wise exhaustive
-    :func:`~brainbench.eval.identification.two_way_identification` (metrics.md §1.2).
+    :func:`~brainbench.metrics.identification.two_way_identification` (metrics.md §1.2).
     """
     pred = extract_features(extractor, recons, batch_size=batch_size)
     target = extract_features(extractor, gts, batch_size=batch_size)
@@ -237,7 +237,7 @@ class CorrelationDistance(Metric):
 
 
 class FeatureTwoWayIdentification(TwoWayIdentification):
-    """:class:`~brainbench.eval.identification.TwoWayIdentification` on images through ``extractor``.
+    """:class:`~brainbench.metrics.identification.TwoWayIdentification` on images through ``extractor``.
 
     Only features are kept (``N × feature_dim`` per side), scored exhaustively at ``compute``.
     """

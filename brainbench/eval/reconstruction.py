@@ -4,7 +4,7 @@ A method that generates (rather than only embeds) returns ``images`` ``(N, H, W,
 ``frames`` ``(N, F, H, W, 3)`` uint8 among its predictions; :func:`score_outputs` scores them against the
 stimulus store's ground truth with
 
-- pixel metrics in each pinned resolution chain (:mod:`brainbench.eval.image_metrics`): PixCorr and SSIM;
+- pixel metrics in each pinned resolution chain (:mod:`brainbench.metrics.image_metrics`): PixCorr and SSIM;
 - feature metrics on every registered network on this machine (:mod:`brainbench.eval.feature_metrics`):
   2-way identification, correlation distance, FID, LPIPS; absent networks are listed with the reason;
 - video metrics (:mod:`brainbench.eval.video_metrics`): frame SSIM/PSNR, N-way classification, CLIP-pcc.
@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 
 from brainbench.eval.feature_metrics import DEFAULT_PLAN, score_reconstructions
-from brainbench.eval.image_metrics import pixcorr_per_image, pixcorr_spec, ssim_per_image, ssim_spec
-from brainbench.eval.specs import MetricSpec
+from brainbench.metrics.image_metrics import pixcorr_per_image, pixcorr_spec, ssim_per_image, ssim_spec
+from brainbench.metrics.specs import MetricSpec
 
 DEFAULT_CHAINS = ("brainbench",)
 

@@ -23,8 +23,8 @@ from brainbench.data.stimulus_store import StimulusStore
 from brainbench.errors import DataFormatError
 from brainbench.eval.evaluator import EvalResult, evaluate
 from brainbench.eval.reconstruction import score_outputs
-from brainbench.eval.text_retrieval import caption_embeddings
-from brainbench.eval.zeroshot import PROMPT_TEMPLATES, ZeroShotTask
+from brainbench.metrics.text_retrieval import caption_embeddings
+from brainbench.metrics.zeroshot import PROMPT_TEMPLATES, ZeroShotTask
 
 
 def evaluate_test_split(

@@ -7,7 +7,7 @@ code closest to NeuroClips, which ships none), Mind-Animator ``Evaluation Metric
 (§3.3, the gated CLIP-pcc). Clips are ``(N, F, H, W, 3)`` uint8, reconstruction and ground truth at the same
 size; nothing is resized (the reference code scores the 256x256 GIF frames as they are). Resample frame
 counts first (:func:`resample_frames`, §3.1). Columns (ids ``<metric>[/<network>]@v<N>``, see
-:mod:`brainbench.eval.specs`):
+:mod:`brainbench.metrics.specs`):
 
 - ``frame_ssim_mindvideo@v1``: per frame ``skimage.structural_similarity(rec, gt, data_range=255,
   channel_axis=-1)``: RGB, uniform 7x7 window, sample covariance (MinD-Video ``ssim_metric``, §3.2).
@@ -66,7 +66,7 @@ from scipy import ndimage, stats
 from torch import Tensor
 
 from brainbench.errors import BrainbenchError, ConfigError, MissingFileError
-from brainbench.eval.specs import MetricSpec
+from brainbench.metrics.specs import MetricSpec
 
 if TYPE_CHECKING:
     from brainbench.backbones.openclip import ImageBackbone

@@ -65,7 +65,7 @@ def render_movies(n_movies: int, duration_s: float) -> list[Any]:
 def movie_features(movies: list[Any]) -> dict[str, list[torch.Tensor]]:
     """Per movie: tokens of its even frames ``(n/2, 65, 128)`` and each frame's shot caption embedding."""
     from brainbench.backbones.openclip import load_backbone
-    from brainbench.eval.text_retrieval import caption_embeddings
+    from brainbench.metrics.text_retrieval import caption_embeddings
 
     backbone = load_backbone(BACKBONE)
     tokens, captions, shots = [], [], []

@@ -11,7 +11,7 @@ CLIP on a batch of 128 takes about as long as a full decoder training step on 2 
 through it would more than double the step time within the 8-minute budget per variant.
 
 Held-out metrics (the generator's ceiling, written to ``card.json``): PixCorr and SSIM
-(:mod:`brainbench.eval.image_metrics`, canonical ``brainbench`` chain) of decoding :data:`N_EVAL` held-out
+(:mod:`brainbench.metrics.image_metrics`, canonical ``brainbench`` chain) of decoding :data:`N_EVAL` held-out
 scenes from their **true** features, next to two references computed on the same scenes: the mean training
 image, and retrieval of the nearest of :data:`RETRIEVAL_BANK` training scenes by true ``clip_image`` cosine
 (the size of ``world-nsd-v1-small``'s training stimulus set).
@@ -100,7 +100,7 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, grad_weight: f
 
 def image_scores(pred_uint8: torch.Tensor, target_uint8: torch.Tensor) -> dict[str, float]:
     """Mean PixCorr and SSIM (canonical chain) of uint8 ``(N, H, W, 3)`` reconstructions."""
-    from brainbench.eval.image_metrics import pixcorr, ssim
+    from brainbench.metrics.image_metrics import pixcorr, ssim
 
     return {
         "pixcorr": round(float(pixcorr(pred_uint8, target_uint8, chain=METRIC_CHAIN)), 4),

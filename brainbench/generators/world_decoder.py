@@ -327,7 +327,7 @@ def world_features(
     ``clip_text`` needs ``captions`` (one list per image) and follows
     :func:`brainbench.data.text_features.text_features`.
     """
-    from brainbench.eval.text_retrieval import caption_embeddings
+    from brainbench.metrics.text_retrieval import caption_embeddings
 
     layers = DETAIL_LAYERS if "detail" in names else ()
     chunks: dict[str, list[torch.Tensor]] = {n: [] for n in names if n != "clip_text"}

@@ -1,7 +1,8 @@
 """Leaderboard tables: per dataset and task, one markdown table per metric family (leaderboards/README.md).
 
-The CSVs hold only metric spec ids (``<metric>[/<network>]@v<N>``, :mod:`brainbench.eval.specs`), not the
-:class:`~brainbench.eval.specs.MetricSpec` objects, so direction and chance level are recovered here from the
+The CSVs hold only metric spec ids (``<metric>[/<network>]@v<N>``, :mod:`brainbench.metrics.specs`), not the
+:class:`~brainbench.metrics.specs.MetricSpec` objects, so
+direction and chance level are recovered here from the
 metric *name* through a small prefix registry (:data:`METRIC_KINDS`, longest prefix wins):
 
 - direction: EffNet/SwAV correlation distance, FID, LPIPS, MSE and EPE are lower-is-better, everything else
@@ -31,8 +32,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from brainbench.eval.specs import is_metric_id, parse_metric_id
 from brainbench.leaderboard.store import EVALUATED_SOURCE, read_leaderboard, read_reported
+from brainbench.metrics.specs import is_metric_id, parse_metric_id
 
 REPORTED_DIR = "reported"
 Chance = tuple[float | None, str]

@@ -42,7 +42,7 @@ import pandas as pd
 from filelock import FileLock
 
 from brainbench.errors import ConfigError, DataFormatError
-from brainbench.eval.specs import is_metric_id
+from brainbench.metrics.specs import is_metric_id
 
 PROVENANCE_COLUMNS: tuple[str, ...] = (
     "run_id",

@@ -53,8 +53,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from brainbench.errors import ConfigError
-from brainbench.eval.trials import SingleTrialRetrieval
 from brainbench.methods.base import DecoderModule, decay_groups
+from brainbench.metrics.trials import SingleTrialRetrieval
 
 _MAX_LOGIT_SCALE = 100.0  # CLIP clamps its learnable logit scale here
 

@@ -63,9 +63,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from brainbench.errors import ConfigError
-from brainbench.eval.trials import SingleTrialRetrieval
 from brainbench.methods.base import DecoderModule, adamw_one_cycle
 from brainbench.methods.mindeye import mixco_nce
+from brainbench.metrics.trials import SingleTrialRetrieval
 
 
 def select_rois(rois: Mapping[str, Sequence[int]], patterns: Sequence[str], role: str) -> np.ndarray:

@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from brainbench.eval.trials import SingleTrialRetrieval
 from brainbench.methods.base import DecoderModule
+from brainbench.metrics.trials import SingleTrialRetrieval
 
 
 class DropPath(nn.Module):

@@ -64,8 +64,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from brainbench.errors import ConfigError
-from brainbench.eval.trials import SingleTrialRetrieval
 from brainbench.methods.base import DecoderModule, adamw_one_cycle
+from brainbench.metrics.trials import SingleTrialRetrieval
 
 
 def mixco(

@@ -55,8 +55,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from brainbench.errors import ConfigError
-from brainbench.eval.trials import SingleTrialRetrieval
 from brainbench.methods.base import DecoderModule
+from brainbench.metrics.trials import SingleTrialRetrieval
 
 LossName = Literal["mse_cos", "contrastive", "mse_cos_contrastive"]
 

@@ -77,9 +77,9 @@ from torch import nn
 
 from brainbench.data.multisubject import combined_train_loader, subject_key, training_pairs
 from brainbench.errors import ConfigError
-from brainbench.eval.trials import SingleTrialRetrieval
 from brainbench.methods.base import DecoderModule, adamw_one_cycle
 from brainbench.methods.mindeye import cosine_anneal, mixco, mixco_nce, soft_clip_loss
+from brainbench.metrics.trials import SingleTrialRetrieval
 
 SHARED_FILE = "mindtuner_shared.safetensors"
 LORA_TARGETS = ("blocks", "head", "projector")

@@ -72,10 +72,10 @@ from torch import nn
 
 from brainbench.data.feature_cache import FeatureCache
 from brainbench.errors import ConfigError
-from brainbench.eval.trials import SingleTrialRetrieval
 from brainbench.generators.video import FrameAutoencoder, ResBlock, TemporalAttention, load_autoencoder
 from brainbench.methods.base import DecoderModule, adamw_one_cycle
 from brainbench.methods.mindeye import mixco, mixco_nce
+from brainbench.metrics.trials import SingleTrialRetrieval
 
 
 class MixerBlock(nn.Module):

@@ -19,7 +19,7 @@ import torch
 
 from brainbench.data.manifest import Manifest
 from brainbench.data.shards import iter_split
-from brainbench.eval.retrieval import shared_subset_accuracy
+from brainbench.metrics.retrieval import shared_subset_accuracy
 
 
 def load_test_split(prepared_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,10 +1,10 @@
 """Resolution chains: the pinned preprocessing that turns images into what a pixel metric compares.
 
-Pixel-level metrics (PixCorr, SSIM, PSNR; ``brainbench.eval.image_metrics``) depend on how images were
+Pixel-level metrics (PixCorr, SSIM, PSNR; ``brainbench.metrics.image_metrics``) depend on how images were
 resized, quantised and turned grey before they are compared, and the published NSD numbers used different
 chains (``/work/shared/reference/metrics.md`` §1.3, §1.5). A :class:`ResolutionChain` is that recipe as
 *data*: one frozen record per flavour, registered by id in :data:`CHAINS`. Its id and version go into the
-metric spec (``brainbench.eval.specs.MetricSpec``); changing a chain means a new chain version, hence a new
+metric spec (``brainbench.metrics.specs.MetricSpec``); changing a chain means a new chain version, hence a new
 spec version, never an edit in place.
 
 Chains (all compare ``(N, 3, S, S)`` float64 images in ``[0, 1]``):
@@ -151,7 +151,7 @@ class ResolutionChain:
         return "" if self.id == CANONICAL_CHAIN_ID else f"_{self.id}"
 
     def params(self) -> dict[str, object]:
-        """Everything the chain pins, flat, for :class:`~brainbench.eval.specs.MetricSpec` params."""
+        """Everything the chain pins, flat, for :class:`~brainbench.metrics.specs.MetricSpec` params."""
         return {
             "chain": self.id,
             "chain_version": self.version,

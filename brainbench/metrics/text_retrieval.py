@@ -3,7 +3,7 @@
 MindTuner and BrainCLIP report fMRI->text matching (methods.md §3, §6): in a joint CLIP space, the brain's
 predicted image embedding is compared by cosine with the caption embeddings of the test stimuli. Here each
 stimulus's candidate is the L2-normalised mean of its captions' text embeddings, and the protocol is the
-MindEye shared-subset one of :mod:`brainbench.eval.retrieval` (``pool`` candidates, ``draws`` subsets,
+MindEye shared-subset one of :mod:`brainbench.metrics.retrieval` (``pool`` candidates, ``draws`` subsets,
 ``seed``), in both directions: ``b2t`` ranks captions for a brain prediction, ``t2b`` ranks brain
 predictions for a caption. Ties count as wrong. Chance is ``1 / pool``.
 
@@ -20,9 +20,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from brainbench.eval.retrieval import shared_subset_accuracy
-from brainbench.eval.similarity import cosine_similarity_matrix
-from brainbench.eval.specs import MetricSpec
+from brainbench.metrics.retrieval import shared_subset_accuracy
+from brainbench.metrics.similarity import cosine_similarity_matrix
+from brainbench.metrics.specs import MetricSpec
 
 TextDirection = Literal["brain2text", "text2brain"]
 TEXT_DIRECTIONS: tuple[TextDirection, ...] = ("brain2text", "text2brain")

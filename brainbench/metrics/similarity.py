@@ -1,7 +1,8 @@
 """Normalised inner products between two aligned sets of embeddings, computed in row blocks.
 
-Shared by retrieval (cosine similarity, ``brainbench.eval.retrieval``) and 2-way identification (Pearson r,
-``brainbench.eval.identification``). Inputs are ``(N, ...)`` and flattened to ``(N, D)``; float64 inputs are
+Shared by retrieval (cosine similarity, ``brainbench.metrics.retrieval``) and 2-way identification (Pearson r,
+``brainbench.metrics.identification``).
+Inputs are ``(N, ...)`` and flattened to ``(N, D)``; float64 inputs are
 computed in float64, everything else (float32, float16, bfloat16) in float32. Memory stays at two input blocks
 plus one ``block × N`` output block, never a ``2N × D`` float64 copy: a block holds at most ``block_size``
 rows and :data:`BLOCK_BYTES` of features, so wide features (ViT-L/14 tokens, 197,376 values) get fewer rows.

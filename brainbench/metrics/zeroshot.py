@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from brainbench.eval.specs import MetricSpec
+from brainbench.metrics.specs import MetricSpec
 
 PROMPT_TEMPLATES = (  # the class samples of the SVC variant: five prompts per class
     "a photo of a {}.",

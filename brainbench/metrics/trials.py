@@ -2,7 +2,8 @@ r"""Brain->image top-1 of single trials against the distinct stimuli (the valida
 
 Validation splits hold single trials, and an image shown 3 times appears 3 times. Scoring every trial against
 every *row* would put identical candidates side by side, and with ties counted as wrong (as in
-:mod:`brainbench.eval.retrieval`) no trial could ever be right. Here each trial's prediction is ranked against
+:mod:`brainbench.metrics.retrieval`) no trial could ever be right.
+Here each trial's prediction is ranked against
 the **distinct** stimuli of the set (one candidate per ``stim_id``), so chance is ``1 / n_stimuli``:
 
 .. math::
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.utilities import dim_zero_cat
 
-from brainbench.eval.similarity import PairedRowsMetric
+from brainbench.metrics.similarity import PairedRowsMetric
 
 
 def distinct_stimulus_accuracy(pred: Tensor, target: Tensor, stim_ids: Tensor) -> Tensor:

@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 from torchmetrics.utilities import dim_zero_cat
 
-from brainbench.eval.similarity import PairedRowsMetric, similarity_blocks
-from brainbench.eval.specs import MetricSpec
+from brainbench.metrics.similarity import PairedRowsMetric, similarity_blocks
+from brainbench.metrics.specs import MetricSpec
 
 IDENTIFICATION_CHANCE = 0.5
 

@@ -3,7 +3,7 @@ r"""Pixel-level image metrics: PixCorr, SSIM and PSNR, each under a pinned resol
 Protocol: ``/work/shared/reference/metrics.md`` §1.3 (per-metric preprocessing of MindEye1/2 and
 Brain-Diffuser), §1.4 (the scikit-image SSIM trap), §1.5 (resize traps), §4.5 (torchmetrics SSIM is *not*
 bit-exact with scikit-image). Images first go through a resolution chain
-(:class:`brainbench.eval.preprocess.ResolutionChain`), which yields float64 ``(N, 3, S, S)`` in ``[0, 1]``
+(:class:`brainbench.metrics.preprocess.ResolutionChain`), which yields float64 ``(N, 3, S, S)`` in ``[0, 1]``
 for the reconstruction ``x`` and the ground truth ``y``; every score is per image, and a column is the
 mean over images.
 
@@ -72,7 +72,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from brainbench.eval.preprocess import (
+from brainbench.metrics.preprocess import (
     ResolutionChain,
     apply_chain,
     check_images,
@@ -80,7 +80,7 @@ from brainbench.eval.preprocess import (
     image_side,
     to_grey,
 )
-from brainbench.eval.specs import MetricSpec
+from brainbench.metrics.specs import MetricSpec
 
 SSIMLayout = Literal["2d", "columns"]
 ImageBatch = Tensor | np.ndarray
@@ -227,7 +227,7 @@ def pixcorr_per_image(
     Args:
         pred: reconstructions, uint8 ``(N, H, W, 3)`` or float ``(N, 3, H, W)`` in ``[0, 1]``.
         target: ground truth, same N, same accepted layouts (may differ in size unless ``chain="native"``).
-        chain: a registered chain id or :class:`~brainbench.eval.preprocess.ResolutionChain`.
+        chain: a registered chain id or :class:`~brainbench.metrics.preprocess.ResolutionChain`.
         block_size: images preprocessed and scored at once.
 
     Returns:

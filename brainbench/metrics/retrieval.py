@@ -4,7 +4,7 @@ Similarity (MindEye1 ``src/Retrievals.py``, MindEye2 ``final_evaluations.ipynb``
 ``src/inference_litemind.py``; see ``/work/shared/reference/metrics.md`` §1.6) is the cosine of the
 L2-normalised, flattened embeddings. Row ``i`` of ``pred`` (brain side) and row ``i`` of ``target`` (image
 side) are the same stimulus, and the similarity matrix always has **brain predictions on the rows, images on
-the columns** (:func:`brainbench.eval.similarity.cosine_similarity_matrix`):
+the columns** (:func:`brainbench.metrics.similarity.cosine_similarity_matrix`):
 
 .. math::
 
@@ -42,8 +42,8 @@ from torch import Tensor
 from torchmetrics.utilities import dim_zero_cat
 
 from brainbench.errors import ConfigError
-from brainbench.eval.similarity import PairedRowsMetric, cosine_similarity_matrix
-from brainbench.eval.specs import MetricSpec
+from brainbench.metrics.similarity import PairedRowsMetric, cosine_similarity_matrix
+from brainbench.metrics.specs import MetricSpec
 
 Direction = Literal["brain2image", "image2brain"]
 Variant = Literal["shared-subset", "per-query", "full-set"]
