@@ -28,67 +28,132 @@ Metric id naming (grammar ``<metric>[/<network>]@v<N>``, see ``brainbench.metric
 e.g. ``retrieval_b2i_top1_subset300/world-clip-v1.clip_tokens@v1``. The network part is
 ``<network>.<prediction name>``: prediction names contain no ``.``, so ``rsplit(".", 1)`` recovers both.
 Top-5 columns are produced only when ``pool > 5``.
+
+The evaluation is a *plan*, a list of these ids (:func:`embedding_plan`); :func:`run_embedding_plan` builds
+each metric from the registry (:func:`brainbench.metrics.registry.build_metric`), feeds it the rows its id
+names and computes it. The retrieval columns of one prediction share one similarity matrix
+(:class:`~brainbench.metrics.similarity.SharedSimilarity`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 
 from torch import Tensor
 
 from brainbench.errors import ConfigError
-from brainbench.metrics.identification import (
-    IDENTIFICATION_CHANCE,
-    identification_spec,
-    two_way_identification,
-)
-from brainbench.metrics.retrieval import (
-    DIRECTIONS,
-    Variant,
-    full_set_accuracy,
-    per_query_accuracy,
-    retrieval_chance,
-    retrieval_spec,
-    shared_subset_accuracy,
-)
-from brainbench.metrics.similarity import cosine_similarity_matrix
-from brainbench.metrics.specs import MetricSpec
-from brainbench.metrics.text_retrieval import TEXT_DIRECTIONS, text_retrieval_accuracy, text_retrieval_spec
-from brainbench.metrics.zeroshot import (
-    ZeroShotTask,
-    pooled_prediction,
-    svc_zero_shot_accuracy,
-    svc_zero_shot_spec,
-    zero_shot_accuracy,
-    zero_shot_spec,
-)
+from brainbench.eval.result import EvalResult
+from brainbench.metrics.identification import identification_spec
+from brainbench.metrics.registry import build_metric, metric_family
+from brainbench.metrics.retrieval import DIRECTIONS, Variant, retrieval_spec
+from brainbench.metrics.similarity import SharedSimilarity
+from brainbench.metrics.specs import parse_metric_id
+from brainbench.metrics.text_retrieval import TEXT_DIRECTIONS, text_retrieval_spec
+from brainbench.metrics.zeroshot import ZeroShotTask, pooled_prediction, svc_zero_shot_spec, zero_shot_spec
+
+__all__ = ["EvalResult", "embedding_plan", "evaluate", "run_embedding_plan"]
 
 POOLED_VARIANTS: tuple[Variant, ...] = ("shared-subset", "per-query")
+_INPUTS = {  # metric family -> what its update takes: (prediction, target) rows, or a pooled embedding with
+    "retrieval_b2i": "target",  # its zero-shot labels / caption embeddings
+    "retrieval_i2b": "target",
+    "identification_2way": "target",
+    "zeroshot": "labels",
+    "zeroshot_svc": "labels",
+    "retrieval_b2t": "captions",
+    "retrieval_t2b": "captions",
+}
 
 
-@dataclass(frozen=True)
-class EvalResult:
-    """Numbers of one evaluation, keyed by metric spec id.
+def embedding_plan(
+    names: Sequence[str],
+    network: str,
+    *,
+    pool: int = 300,
+    zero_shot: ZeroShotTask | None = None,
+    pooled: str | None = None,
+    text_queries: Sequence[str] = (),
+    text_pool: int = 300,
+) -> list[str]:
+    """The column ids :func:`evaluate` computes for predictions ``names`` in embedding space ``network``.
 
-    Attributes:
-        values: spec id → value.
-        specs: spec id → :class:`MetricSpec` (parameters, direction of improvement, description).
-        chance: spec id → chance level (``top_k / pool`` for pooled retrieval, ``1 / N`` for full-set top-1,
-            0.5 for 2-way identification), so reports can state "× chance".
+    Args:
+        names: prediction names with a target (e.g. ``clip_image``, ``clip_tokens``).
+        network: the embedding space.
+        pool: retrieval pool size.
+        zero_shot: the zero-shot task, for its columns.
+        pooled: the pooled image embedding the zero-shot columns classify (``clip_image`` or
+            ``clip_tokens_cls``, see :func:`~brainbench.metrics.zeroshot.pooled_prediction`).
+        text_queries: embeddings ranked against captions (``clip_image``, ``clip_tokens_cls``, ``clip_text``).
+        text_pool: the text-retrieval pool (``min(pool, N)``).
     """
+    plan: list[str] = []
+    for name in names:
+        space = f"{network}.{name}"
+        for direction in DIRECTIONS:
+            for top_k in (1, 5) if pool > 5 else (1,):
+                for variant in POOLED_VARIANTS:
+                    spec = retrieval_spec(
+                        direction=direction, variant=variant, top_k=top_k, network=space, pool=pool
+                    )
+                    plan.append(spec.id)
+            plan.append(retrieval_spec(direction=direction, variant="full-set", top_k=1, network=space).id)
+        plan.append(identification_spec(network=space).id)
+    if zero_shot is not None:
+        if pooled is None:
+            raise ConfigError(
+                "zero-shot needs a pooled image embedding: a clip_image prediction, or clip_tokens from a "
+                "backbone that pools by its class token\n  fix: add clip_image to the method's targets"
+            )
+        n_classes = int(zero_shot.class_embeddings.shape[0])
+        for top_k in (1, 5) if n_classes > 5 else (1,):
+            space = f"{network}.{pooled}"
+            args = {"network": space, "n_classes": n_classes, "top_k": top_k, "split": zero_shot.split}
+            plan.append(zero_shot_spec(prompt=zero_shot.prompt, **args).id)  # type: ignore[arg-type]
+            if zero_shot.class_samples is not None and zero_shot.sample_labels is not None:
+                plan.append(svc_zero_shot_spec(gamma="scale", **args).id)  # type: ignore[arg-type]
+    for name in text_queries:
+        for text_direction in TEXT_DIRECTIONS:
+            spec = text_retrieval_spec(
+                direction=text_direction, network=f"{network}.{name}", pool=text_pool, draws=30, seed=42
+            )
+            plan.append(spec.id)
+    return plan
 
-    values: dict[str, float] = field(default_factory=dict)
-    specs: dict[str, MetricSpec] = field(default_factory=dict)
-    chance: dict[str, float] = field(default_factory=dict)
 
-    def times_chance(self, metric_id: str) -> float:
-        """``values[metric_id] / chance[metric_id]``."""
-        return self.values[metric_id] / self.chance[metric_id]
+def run_embedding_plan(
+    plan: Sequence[str],
+    predictions: Mapping[str, Tensor],
+    targets: Mapping[str, Tensor],
+    *,
+    zero_shot: ZeroShotTask | None = None,
+    caption_targets: Tensor | None = None,
+    **context: object,
+) -> EvalResult:
+    """Builds each metric of ``plan`` from the registry, updates it with the rows its id names, computes it.
 
-    def add(self, spec: MetricSpec, value: float, chance: float) -> None:
-        """Records one number with its spec and chance level (NaN where none is defined)."""
-        self.values[spec.id], self.specs[spec.id], self.chance[spec.id] = float(value), spec, float(chance)
+    The id's network part ``<space>.<name>`` names the prediction (``clip_tokens_cls``: token 0 of
+    ``clip_tokens``); ``context`` goes to every metric (``draws``, ``seed``, ``block_size``, ``n_items``).
+    """
+    result, shared = EvalResult(), SharedSimilarity()
+    for metric_id in plan:
+        name, network, _ = parse_metric_id(metric_id)
+        prediction = network.rsplit(".", 1)[-1]
+        metric = build_metric(metric_id, shared=shared, task=zero_shot, **context)
+        rows = (
+            predictions["clip_tokens"][:, 0] if prediction == "clip_tokens_cls" else predictions[prediction]
+        )
+        inputs = _INPUTS[metric_family(name)]
+        if inputs == "target":
+            metric.update(rows, targets[prediction])
+        elif inputs == "labels" and zero_shot is not None:
+            metric.update(rows, zero_shot.labels)
+        elif inputs == "captions" and caption_targets is not None:
+            metric.update(rows, caption_targets)
+        else:
+            raise ConfigError(f"{metric_id!r} needs {inputs} that were not given")
+        result.add_metric(metric)
+    return result
 
 
 def evaluate(
@@ -127,102 +192,40 @@ def evaluate(
         ConfigError: when ``pool`` exceeds N, or a name contains ``.``.
         ValueError: when a prediction and its target differ in N or feature size.
     """
-    result = EvalResult()
-    for name in sorted(set(predictions) & set(targets)):
+    names = sorted(set(predictions) & set(targets))
+    for name in names:
         if "." in name or "/" in name or "@" in name:
             raise ConfigError(
                 f"prediction name {name!r} contains '.', '/' or '@'\n  fix: rename the prediction"
             )
-        pred, target = predictions[name], targets[name]
-        if pred.shape != target.shape:
+        if predictions[name].shape != targets[name].shape:
             raise ValueError(
-                f"{name}: prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ"
+                f"{name}: prediction {tuple(predictions[name].shape)} and target "
+                f"{tuple(targets[name].shape)} differ"
             )
-        n = int(pred.shape[0])
-        space = f"{network}.{name}"
-        similarity = cosine_similarity_matrix(pred, target, block_size=block_size)
-        for direction in DIRECTIONS:
-            for top_k in (1, 5) if pool > 5 else (1,):
-                for variant in POOLED_VARIANTS:
-                    if variant == "shared-subset":
-                        value = shared_subset_accuracy(
-                            similarity, direction=direction, top_k=top_k, pool=pool, draws=draws, seed=seed
-                        )
-                    else:
-                        value = per_query_accuracy(
-                            similarity,
-                            direction=direction,
-                            top_k=top_k,
-                            pool=pool,
-                            draws=draws,
-                            seed=seed,
-                            block_size=block_size,
-                        )
-                    spec = retrieval_spec(
-                        direction=direction,
-                        variant=variant,
-                        top_k=top_k,
-                        network=space,
-                        pool=pool,
-                        draws=draws,
-                        seed=seed,
-                        n_items=n,
-                    )
-                    result.add(
-                        spec,
-                        float(value),
-                        retrieval_chance(variant=variant, top_k=top_k, pool=pool, n_items=n),
-                    )
-            full = full_set_accuracy(similarity, direction=direction, top_k=1, block_size=block_size)
-            spec = retrieval_spec(direction=direction, variant="full-set", top_k=1, network=space, n_items=n)
-            result.add(spec, float(full), retrieval_chance(variant="full-set", top_k=1, pool=pool, n_items=n))
-        identification = two_way_identification(pred, target, block_size=block_size)
-        result.add(
-            identification_spec(network=space, n_items=n), float(identification), IDENTIFICATION_CHANCE
-        )
-    if zero_shot is not None:
-        _add_zero_shot(result, predictions, zero_shot, network)
+    zero_shot_pooled = pooled_prediction(predictions, zero_shot.cls_token_is_pooled) if zero_shot else None
     pooled = pooled_prediction(predictions, cls_token_is_pooled)
-    # brain<->text from the pooled image embedding, and from a text prediction when the method makes one
     queries = [pooled] if pooled is not None else []
-    if "clip_text" in predictions:
-        queries.append(("clip_text", predictions["clip_text"]))
-    for name, embedding in queries if caption_targets is not None else []:
-        text_pool = min(pool, len(embedding))
-        for direction in TEXT_DIRECTIONS:
-            value = text_retrieval_accuracy(
-                embedding, caption_targets, direction=direction, pool=text_pool, draws=draws, seed=seed
-            )
-            spec = text_retrieval_spec(
-                direction=direction, network=f"{network}.{name}", pool=text_pool, draws=draws, seed=seed
-            )
-            result.add(spec, float(value), 1 / text_pool)
-    return result
-
-
-def _add_zero_shot(
-    result: EvalResult, predictions: Mapping[str, Tensor], task: ZeroShotTask, network: str
-) -> None:
-    pooled = pooled_prediction(predictions, task.cls_token_is_pooled)
-    if pooled is None:
-        raise ConfigError(
-            "zero-shot needs a pooled image embedding: a clip_image prediction, or clip_tokens from a "
-            "backbone that pools by its class token\n  fix: add clip_image to the method's targets"
-        )
-    name, embedding = pooled
-    n_classes = int(task.class_embeddings.shape[0])
-    for top_k in (1, 5) if n_classes > 5 else (1,):
-        value = zero_shot_accuracy(embedding, task.class_embeddings, task.labels, top_k=top_k)
-        space = f"{network}.{name}"
-        spec = zero_shot_spec(
-            network=space, n_classes=n_classes, top_k=top_k, prompt=task.prompt, split=task.split
-        )
-        result.add(spec, float(value), top_k / n_classes)
-        if task.class_samples is not None and task.sample_labels is not None:
-            value = svc_zero_shot_accuracy(
-                embedding, task.class_samples, task.sample_labels, task.labels, top_k=top_k
-            )
-            spec = svc_zero_shot_spec(
-                network=space, n_classes=n_classes, top_k=top_k, split=task.split, gamma="scale"
-            )
-            result.add(spec, float(value), top_k / n_classes)
+    queries += [("clip_text", predictions["clip_text"])] if "clip_text" in predictions else []
+    queries = queries if caption_targets is not None else []
+    plan = embedding_plan(
+        names,
+        network,
+        pool=pool,
+        zero_shot=zero_shot,
+        pooled=zero_shot_pooled[0] if zero_shot_pooled else None,
+        text_queries=[name for name, _ in queries],
+        text_pool=min(pool, len(queries[0][1])) if queries else pool,
+    )
+    n_items = int(predictions[names[0]].shape[0]) if names else None
+    return run_embedding_plan(
+        plan,
+        predictions,
+        targets,
+        zero_shot=zero_shot,
+        caption_targets=caption_targets,
+        draws=draws,
+        seed=seed,
+        block_size=block_size,
+        n_items=n_items,
+    )

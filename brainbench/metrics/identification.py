@@ -23,8 +23,10 @@ import torch
 from torch import Tensor
 from torchmetrics.utilities import dim_zero_cat
 
+from brainbench.errors import ConfigError
+from brainbench.metrics.base import check_round_trip, option
 from brainbench.metrics.similarity import PairedRowsMetric, similarity_blocks
-from brainbench.metrics.specs import MetricSpec
+from brainbench.metrics.specs import MetricSpec, parse_metric_id
 
 IDENTIFICATION_CHANCE = 0.5
 
@@ -73,29 +75,52 @@ def identification_spec(*, network: str, n_items: int | None = None) -> MetricSp
 
 
 class TwoWayIdentification(PairedRowsMetric):
-    """Torchmetrics wrapper of :func:`two_way_identification`; rows accumulate, scored at ``compute``.
+    """Torchmetrics form of :func:`two_way_identification`; rows accumulate, scored at ``compute``.
 
     Example:
         >>> metric = TwoWayIdentification(network="demo")
         >>> metric.update(torch.eye(3)[:2], torch.eye(3)[:2])
         >>> metric.update(torch.eye(3)[2:], torch.eye(3)[2:])
-        >>> float(metric.compute()), metric.spec.id
-        (1.0, 'identification_2way/demo@v1')
+        >>> float(metric.compute()), metric.spec.id, metric.chance
+        (1.0, 'identification_2way/demo@v1', 0.5)
     """
 
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
     pred: list[Tensor]
     target: list[Tensor]
 
-    def __init__(self, *, network: str = "", block_size: int = 1024) -> None:
+    def __init__(
+        self,
+        *,
+        network: str = "",
+        block_size: int = 1024,
+        n_items: int | None = None,
+        spec: MetricSpec | None = None,
+    ) -> None:
         super().__init__()
         self.block_size = block_size
-        self.spec = identification_spec(network=network)
+        self.set_spec(spec or identification_spec(network=network, n_items=n_items), IDENTIFICATION_CHANCE)
+
+    @classmethod
+    def from_id(cls, metric_id: str, **context: object) -> TwoWayIdentification:
+        """From ``identification_2way/<network>@v1``.
+
+        ``context`` may give ``block_size``, ``n_items`` and ``spec`` (the spec with more parameters, e.g.
+        a feature network's input chain; its id must be ``metric_id``).
+        """
+        name, network, _ = parse_metric_id(metric_id)
+        if name != "identification_2way":
+            raise ConfigError(f"{metric_id!r} is not a 2-way identification column")
+        metric = cls(
+            network=network,
+            block_size=int(option(context, "block_size", 1024)),  # type: ignore[call-overload]
+            n_items=context.get("n_items"),  # type: ignore[arg-type]
+            spec=context.get("spec"),  # type: ignore[arg-type]
+        )
+        return check_round_trip(metric, metric_id)  # type: ignore[return-value]
 
     def compute(self) -> Tensor:
-        """Score every accumulated row."""
-        return two_way_identification(
+        """Score every accumulated row (per-prediction scores in ``computed_per_item``)."""
+        self.computed_per_item = two_way_identification_per_item(
             dim_zero_cat(self.pred), dim_zero_cat(self.target), block_size=self.block_size
         )
+        return self.computed_per_item.mean()

@@ -70,17 +70,19 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import Tensor
-from torchmetrics import Metric
 
+from brainbench.errors import ConfigError
+from brainbench.metrics.base import PerItemMean, check_round_trip
 from brainbench.metrics.preprocess import (
     ResolutionChain,
     apply_chain,
     check_images,
     get_chain,
     image_side,
+    list_chains,
     to_grey,
 )
-from brainbench.metrics.specs import MetricSpec
+from brainbench.metrics.specs import MetricSpec, parse_metric_id
 
 SSIMLayout = Literal["2d", "columns"]
 ImageBatch = Tensor | np.ndarray
@@ -360,32 +362,37 @@ def psnr_spec(chain: str | ResolutionChain = "native") -> MetricSpec:
 
 
 # --------------------------------------------------------------------------------------------- torchmetrics
-class _PerImageMean(Metric):
-    """Mean of a per-image score: sums and counts in float64, reduced by ``sum`` across processes."""
+def _chain_of(metric_id: str, metric: str) -> tuple[ResolutionChain, SSIMLayout]:
+    """The chain (and SSIM layout) a pixel-metric id names: ``<metric>[_<chain>][_columns]@v<N>``."""
+    name, network, _ = parse_metric_id(metric_id)
+    layout: SSIMLayout = "columns" if metric == "ssim" and name.endswith("_columns") else "2d"
+    stem = name.removesuffix("_columns") if layout == "columns" else name
+    for chain_id in list_chains():
+        chain = get_chain(chain_id)
+        if stem == f"{metric}{chain.suffix}" and not network:
+            return chain, layout
+    raise ConfigError(f"{metric_id!r} is not a {metric} column\n  fix: use {metric}[_<chain>]@v<N>")
 
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-    score_sum: Tensor
-    n_images: Tensor
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_state("score_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("n_images", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+class _PerImageMean(PerItemMean):
+    """Mean of a per-image score over every image seen; no chance level is defined."""
 
-    def _per_image(self, pred: ImageBatch, target: ImageBatch) -> Tensor:
+    metric = ""
+
+    def score_items(self, pred: ImageBatch, target: ImageBatch) -> Tensor:  # type: ignore[override]
+        """Per-image scores of a batch of pairs (layouts as in the per-image functions)."""
         raise NotImplementedError
 
-    def update(self, pred: ImageBatch, target: ImageBatch) -> None:
-        """Score a batch of pairs (layouts as in the per-image functions) and accumulate."""
-        scores = self._per_image(pred, target).to(self.score_sum.device)
-        self.score_sum += scores.sum()
-        self.n_images += scores.numel()
+    def update(self, pred: ImageBatch, target: ImageBatch) -> None:  # type: ignore[override]
+        """Score a batch of pairs and keep the per-image scores."""
+        super().update(pred, target)
 
-    def compute(self) -> Tensor:
-        """Mean over every image seen (0-d float64)."""
-        return self.score_sum / self.n_images
+    @classmethod
+    def from_id(cls, metric_id: str, **context: object) -> _PerImageMean:
+        """From ``<metric>[_<chain>]@v<N>`` (``ssim`` also ``..._columns``), e.g. ``pixcorr_mindeye@v1``."""
+        chain, layout = _chain_of(metric_id, cls.metric)
+        metric = cls(chain=chain, layout=layout) if cls.metric == "ssim" else cls(chain=chain)  # type: ignore[call-arg]
+        return check_round_trip(metric, metric_id)  # type: ignore[return-value]
 
 
 class PixCorr(_PerImageMean):
@@ -398,34 +405,43 @@ class PixCorr(_PerImageMean):
         (1.0, 'pixcorr_native@v1')
     """
 
+    metric = "pixcorr"
+
     def __init__(self, *, chain: str | ResolutionChain = "brainbench") -> None:
         super().__init__()
         self.chain = get_chain(chain)
-        self.spec = pixcorr_spec(self.chain)
+        self.set_spec(pixcorr_spec(self.chain))
 
-    def _per_image(self, pred: ImageBatch, target: ImageBatch) -> Tensor:
+    def score_items(self, pred: ImageBatch, target: ImageBatch) -> Tensor:  # type: ignore[override]
+        """PixCorr of each pair."""
         return pixcorr_per_image(pred, target, chain=self.chain)
 
 
 class SSIM(_PerImageMean):
     """Torchmetrics form of :func:`ssim_per_image` (mean over images); spec in ``.spec``."""
 
+    metric = "ssim"
+
     def __init__(self, *, chain: str | ResolutionChain = "brainbench", layout: SSIMLayout = "2d") -> None:
         super().__init__()
         self.chain, self.layout = get_chain(chain), layout
-        self.spec = ssim_spec(self.chain, layout=layout)
+        self.set_spec(ssim_spec(self.chain, layout=layout))
 
-    def _per_image(self, pred: ImageBatch, target: ImageBatch) -> Tensor:
+    def score_items(self, pred: ImageBatch, target: ImageBatch) -> Tensor:  # type: ignore[override]
+        """SSIM of each pair."""
         return ssim_per_image(pred, target, chain=self.chain, layout=self.layout)
 
 
 class PSNR(_PerImageMean):
     """Torchmetrics form of :func:`psnr_per_image` (mean over images; ``inf`` if any pair is identical)."""
 
+    metric = "psnr"
+
     def __init__(self, *, chain: str | ResolutionChain = "native") -> None:
         super().__init__()
         self.chain = get_chain(chain)
-        self.spec = psnr_spec(self.chain)
+        self.set_spec(psnr_spec(self.chain))
 
-    def _per_image(self, pred: ImageBatch, target: ImageBatch) -> Tensor:
+    def score_items(self, pred: ImageBatch, target: ImageBatch) -> Tensor:  # type: ignore[override]
+        """PSNR of each pair."""
         return psnr_per_image(pred, target, chain=self.chain)

@@ -47,6 +47,7 @@ from PIL import Image
 from torch import Tensor
 
 from brainbench.errors import BrainbenchError, ConfigError
+from brainbench.registry import Registry
 
 Interpolation = Literal["nearest", "bilinear", "bicubic"]
 Backend = Literal["torch", "pil"]
@@ -168,61 +169,61 @@ class ResolutionChain:
 
 CANONICAL_CHAIN_ID = "brainbench"
 
-CHAINS: dict[str, ResolutionChain] = {
-    chain.id: chain
-    for chain in (
-        ResolutionChain(
-            id=CANONICAL_CHAIN_ID,
-            version=1,
-            size=425,
-            resize=(ResizeStep(425, "bilinear", antialias=True),),
-            quantize_uint8=False,
-            pixel_colour="rgb",
-            ssim_colour="grey",
-            source="brainbench canonical: NSD native 425 px, explicit antialias (metrics.md §1.4-§1.5, §6.2)",
+_BUILT_IN_CHAINS = (
+    ResolutionChain(
+        id=CANONICAL_CHAIN_ID,
+        version=1,
+        size=425,
+        resize=(ResizeStep(425, "bilinear", antialias=True),),
+        quantize_uint8=False,
+        pixel_colour="rgb",
+        ssim_colour="grey",
+        source="brainbench canonical: NSD native 425 px, explicit antialias (metrics.md §1.4-§1.5, §6.2)",
+    ),
+    ResolutionChain(
+        id="mindeye",
+        version=1,
+        size=425,
+        resize=(
+            ResizeStep(256, "bilinear", antialias=False),
+            ResizeStep(425, "bilinear", antialias=False),
         ),
-        ResolutionChain(
-            id="mindeye",
-            version=1,
-            size=425,
-            resize=(
-                ResizeStep(256, "bilinear", antialias=False),
-                ResizeStep(425, "bilinear", antialias=False),
-            ),
-            quantize_uint8=False,
-            pixel_colour="rgb",
-            ssim_colour="grey",
-            source="MindEye1 src/Reconstruction_Metrics.py @6b30ea5, MindEye2 src/final_evaluations.ipynb "
-            "@c184718 (metrics.md §1.1, §1.3)",
-        ),
-        ResolutionChain(
-            id="braindiffuser",
-            version=1,
-            size=425,
-            resize=(ResizeStep(425, "bicubic", antialias=True, backend="pil"),),
-            quantize_uint8=True,
-            pixel_colour="rgb",
-            ssim_colour="grey",
-            source="Brain-Diffuser scripts/evaluate_reconstruction.py @31d52c0, Pillow 9.2 (metrics.md §1.3)",
-        ),
-        ResolutionChain(
-            id="native",
-            version=1,
-            size=None,
-            resize=(),
-            quantize_uint8=False,
-            pixel_colour="rgb",
-            ssim_colour="grey",
-            source="no resize: compare at the stimuli's own resolution",
-        ),
-    )
-}
-CANONICAL_CHAIN = CHAINS[CANONICAL_CHAIN_ID]
+        quantize_uint8=False,
+        pixel_colour="rgb",
+        ssim_colour="grey",
+        source="MindEye1 src/Reconstruction_Metrics.py @6b30ea5, MindEye2 src/final_evaluations.ipynb "
+        "@c184718 (metrics.md §1.1, §1.3)",
+    ),
+    ResolutionChain(
+        id="braindiffuser",
+        version=1,
+        size=425,
+        resize=(ResizeStep(425, "bicubic", antialias=True, backend="pil"),),
+        quantize_uint8=True,
+        pixel_colour="rgb",
+        ssim_colour="grey",
+        source="Brain-Diffuser scripts/evaluate_reconstruction.py @31d52c0, Pillow 9.2 (metrics.md §1.3)",
+    ),
+    ResolutionChain(
+        id="native",
+        version=1,
+        size=None,
+        resize=(),
+        quantize_uint8=False,
+        pixel_colour="rgb",
+        ssim_colour="grey",
+        source="no resize: compare at the stimuli's own resolution",
+    ),
+)
+CHAINS: Registry[ResolutionChain] = Registry(
+    "resolution chain", {chain.id: chain for chain in _BUILT_IN_CHAINS}
+)
+CANONICAL_CHAIN = CHAINS.load(CANONICAL_CHAIN_ID)
 
 
 def list_chains() -> list[str]:
     """Ids of the registered chains."""
-    return sorted(CHAINS)
+    return CHAINS.list()
 
 
 def get_chain(chain: str | ResolutionChain) -> ResolutionChain:
@@ -233,9 +234,7 @@ def get_chain(chain: str | ResolutionChain) -> ResolutionChain:
     """
     if isinstance(chain, ResolutionChain):
         return chain
-    if chain not in CHAINS:
-        raise ConfigError(f"unknown resolution chain {chain!r}\n  fix: use one of {list_chains()}")
-    return CHAINS[chain]
+    return CHAINS.load(chain)
 
 
 def check_images(images: Tensor | np.ndarray, what: str) -> Tensor:

@@ -34,16 +34,18 @@ Variants (separate leaderboard columns; same chance level ``k/pool``, different 
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
-from torchmetrics.utilities import dim_zero_cat
 
 from brainbench.errors import ConfigError
-from brainbench.metrics.similarity import PairedRowsMetric, cosine_similarity_matrix
-from brainbench.metrics.specs import MetricSpec
+from brainbench.metrics.base import check_round_trip, option
+from brainbench.metrics.similarity import PairedRowsMetric, SharedSimilarity, cosine_similarity_matrix
+from brainbench.metrics.specs import MetricSpec, parse_metric_id
 
 Direction = Literal["brain2image", "image2brain"]
 Variant = Literal["shared-subset", "per-query", "full-set"]
@@ -213,6 +215,30 @@ def retrieval_accuracy(
         1.0
     """
     similarity = cosine_similarity_matrix(pred, target, block_size=block_size)
+    return similarity_accuracy(
+        similarity,
+        direction=direction,
+        variant=variant,
+        top_k=top_k,
+        pool=pool,
+        draws=draws,
+        seed=seed,
+        block_size=block_size,
+    )
+
+
+def similarity_accuracy(
+    similarity: Tensor,
+    *,
+    direction: Direction,
+    variant: Variant,
+    top_k: int = 1,
+    pool: int = 300,
+    draws: int = 30,
+    seed: int = 42,
+    block_size: int = 1024,
+) -> Tensor:
+    """:func:`retrieval_accuracy` from the ``(N, N)`` similarity (brain rows, image columns)."""
     if variant == "full-set":
         return full_set_accuracy(similarity, direction=direction, top_k=top_k, block_size=block_size)
     if variant == "shared-subset":
@@ -267,23 +293,26 @@ def retrieval_chance(*, variant: Variant, top_k: int, pool: int, n_items: int) -
     return min(1.0, top_k / (n_items if variant == "full-set" else pool))
 
 
+_NAME_RE = re.compile(
+    r"^retrieval_(?P<dir>b2i|i2b)_top(?P<k>[0-9]+)_(?P<variant>subset|perquery|full)(?P<pool>[0-9]*)$"
+)
+
+
 class BrainImageRetrieval(PairedRowsMetric):
-    """Torchmetrics wrapper of :func:`retrieval_accuracy`: accumulates rows, scores them all at ``compute``.
+    """Torchmetrics form of :func:`retrieval_accuracy`: accumulates rows, scores them all at ``compute``.
 
     Retrieval is not decomposable over batches (every query is ranked against every candidate), so the
     states are the embeddings themselves, concatenated across processes (``dist_reduce_fx="cat"``; rows and
-    their targets stay paired because both are gathered in the same rank order).
+    their targets stay paired because both are gathered in the same rank order). Metrics given the same
+    :class:`~brainbench.metrics.similarity.SharedSimilarity` and the same rows share one similarity matrix.
 
     Example:
         >>> metric = BrainImageRetrieval(direction="image2brain", variant="full-set", network="demo")
         >>> metric.update(torch.eye(3), torch.eye(3))
-        >>> float(metric.compute()), metric.spec.id
-        (1.0, 'retrieval_i2b_top1_full/demo@v1')
+        >>> float(metric.compute()), metric.spec.id, round(metric.chance, 3)
+        (1.0, 'retrieval_i2b_top1_full/demo@v1', 0.333)
     """
 
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
     pred: list[Tensor]
     target: list[Tensor]
 
@@ -298,13 +327,16 @@ class BrainImageRetrieval(PairedRowsMetric):
         seed: int = 42,
         network: str = "",
         block_size: int = 1024,
+        n_items: int | None = None,
+        shared: SharedSimilarity | None = None,
     ) -> None:
         super().__init__()
         if direction not in DIRECTIONS or variant not in VARIANTS:
             raise ConfigError(f"direction must be in {DIRECTIONS} and variant in {VARIANTS}")
         self.direction, self.variant, self.top_k = direction, variant, top_k
         self.pool, self.draws, self.seed, self.block_size = pool, draws, seed, block_size
-        self.spec = retrieval_spec(
+        self.n_items, self.shared = n_items, shared
+        spec = retrieval_spec(
             direction=direction,
             variant=variant,
             top_k=top_k,
@@ -312,13 +344,47 @@ class BrainImageRetrieval(PairedRowsMetric):
             pool=pool,
             draws=draws,
             seed=seed,
+            n_items=n_items,
         )
+        self.set_spec(spec)
+
+    @property
+    def chance(self) -> float:
+        """``top_k / pool``, or ``top_k / N`` for the full set (N from ``n_items`` or the rows seen)."""
+        n_items = self.n_items if self.n_items is not None else self.n_rows()
+        if self.variant == "full-set" and not n_items:
+            return math.nan
+        return retrieval_chance(variant=self.variant, top_k=self.top_k, pool=self.pool, n_items=n_items)
+
+    @classmethod
+    def from_id(cls, metric_id: str, **context: object) -> BrainImageRetrieval:
+        """From ``retrieval_<b2i|i2b>_top<k>_<subset|perquery><pool>|full/<network>@v1``.
+
+        ``context`` may give ``draws``, ``seed`` (defaults 30, 42), ``block_size``, ``n_items``, ``shared``.
+        """
+        name, network, _ = parse_metric_id(metric_id)
+        match = _NAME_RE.match(name)
+        if match is None:
+            raise ConfigError(f"{metric_id!r} is not a brain<->image retrieval column")
+        variant = {"subset": "shared-subset", "perquery": "per-query", "full": "full-set"}[match["variant"]]
+        metric = cls(
+            direction="brain2image" if match["dir"] == "b2i" else "image2brain",
+            variant=variant,  # type: ignore[arg-type]
+            top_k=int(match["k"]),
+            pool=int(match["pool"] or 300),
+            draws=int(option(context, "draws", 30)),  # type: ignore[call-overload]
+            seed=int(option(context, "seed", 42)),  # type: ignore[call-overload]
+            network=network,
+            block_size=int(option(context, "block_size", 1024)),  # type: ignore[call-overload]
+            n_items=context.get("n_items"),  # type: ignore[arg-type]
+            shared=context.get("shared"),  # type: ignore[arg-type]
+        )
+        return check_round_trip(metric, metric_id)  # type: ignore[return-value]
 
     def compute(self) -> Tensor:
         """Score every accumulated row (see :func:`retrieval_accuracy`)."""
-        return retrieval_accuracy(
-            dim_zero_cat(self.pred),
-            dim_zero_cat(self.target),
+        return similarity_accuracy(
+            self.cosine_similarity(self.shared, self.block_size),
             direction=self.direction,
             variant=self.variant,
             top_k=self.top_k,

@@ -14,9 +14,10 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 from brainbench.errors import BrainbenchError
+from brainbench.metrics.base import SpecMetric
 
 BLOCK_BYTES = 256 * 2**20  # per normalised input block
 
@@ -104,14 +105,37 @@ def cosine_similarity_matrix(brain: Tensor, image: Tensor, *, block_size: int = 
     return torch.cat([block for _, block in blocks], dim=0)
 
 
-class PairedRowsMetric(Metric):
+class SharedSimilarity:
+    """Cosine similarity matrices computed once for every metric that holds the same row tensors.
+
+    The retrieval columns of one prediction (both directions, both pooled variants, top-1/top-5, full set)
+    all rank the same ``N x N`` matrix; each metric keeps its own (identical) rows, and the first to compute
+    stores the matrix here under the identity of those tensors. The tensors are kept alive with the
+    matrix, so an identity can never be reused by other data while the cache lives. Metrics holding other
+    tensors (e.g. gathered under DDP) simply compute their own.
+    """
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[tuple[object, ...], list[Tensor], Tensor]] = []
+
+    def cosine(self, pred: list[Tensor], target: list[Tensor], *, block_size: int = 1024) -> Tensor:
+        """:func:`cosine_similarity_matrix` of the concatenated rows, computed at most once."""
+        tensors = [*pred, *target]
+        key = (len(pred), block_size, *((t.data_ptr(), tuple(t.shape), t.dtype) for t in tensors))
+        for known, _, similarity in self._entries:
+            if known == key:
+                return similarity
+        similarity = cosine_similarity_matrix(dim_zero_cat(pred), dim_zero_cat(target), block_size=block_size)
+        self._entries.append((key, tensors, similarity))
+        return similarity
+
+
+class PairedRowsMetric(SpecMetric):
     """Aligned ``(pred, target)`` rows, flattened per item and concatenated across processes.
 
     Retrieval and 2-way identification need every row at once, so the state is a list with
     ``dist_reduce_fx="cat"``.
     """
-
-    full_state_update = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -126,3 +150,16 @@ class PairedRowsMetric(Metric):
             )
         self.pred.append(pred.detach().reshape(pred.shape[0], -1))
         self.target.append(target.detach().reshape(target.shape[0], -1))
+
+    def cosine_similarity(self, shared: SharedSimilarity | None, block_size: int) -> Tensor:
+        """``(N, N)`` cosine similarity of the rows (brain rows, image columns), through ``shared``."""
+        if shared is not None and isinstance(self.pred, list):
+            return shared.cosine(self.pred, self.target, block_size=block_size)
+        return cosine_similarity_matrix(
+            dim_zero_cat(self.pred), dim_zero_cat(self.target), block_size=block_size
+        )
+
+    def n_rows(self) -> int:
+        """Rows accumulated so far."""
+        rows = self.pred if isinstance(self.pred, list) else [self.pred]
+        return sum(int(t.shape[0]) for t in rows)

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -27,7 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from brainbench.metrics.specs import MetricSpec
+from brainbench.errors import ConfigError
+from brainbench.metrics.base import SpecMetric, check_round_trip
+from brainbench.metrics.specs import MetricSpec, parse_metric_id
 
 PROMPT_TEMPLATES = (  # the class samples of the SVC variant: five prompts per class
     "a photo of a {}.",
@@ -53,6 +56,15 @@ def zero_shot_accuracy(pred: Tensor, class_embeddings: Tensor, labels: Tensor, *
     Raises:
         ValueError: on mismatched shapes, labels out of range, or ``top_k`` >= C.
     """
+    return zero_shot_hits(pred, class_embeddings, labels, top_k=top_k).to(torch.float32).mean()
+
+
+def zero_shot_hits(pred: Tensor, class_embeddings: Tensor, labels: Tensor, *, top_k: int = 1) -> Tensor:
+    """``(N,)`` bool: whether each row's true class is among its ``top_k`` most similar (ties count as wrong).
+
+    Raises:
+        ValueError: on mismatched shapes, labels out of range, or ``top_k`` >= C.
+    """
     if pred.ndim != 2 or class_embeddings.ndim != 2 or pred.shape[1] != class_embeddings.shape[1]:
         shapes = f"pred {tuple(pred.shape)}, classes {tuple(class_embeddings.shape)}"
         raise ValueError(f"{shapes}: expected (N, D) and (C, D)")
@@ -64,7 +76,7 @@ def zero_shot_accuracy(pred: Tensor, class_embeddings: Tensor, labels: Tensor, *
     similarity = F.normalize(pred.double(), dim=-1) @ F.normalize(class_embeddings.double(), dim=-1).T
     own = similarity.gather(1, labels.view(-1, 1))
     beaten_by = (similarity >= own).sum(dim=1) - 1  # other classes at least as similar as the true one
-    return (beaten_by < top_k).to(torch.float32).mean()
+    return beaten_by < top_k
 
 
 def zero_shot_spec(*, network: str, n_classes: int, top_k: int, prompt: str, split: str) -> MetricSpec:
@@ -162,17 +174,135 @@ def svc_zero_shot_accuracy(
     Returns:
         0-d float64 accuracy.
     """
+    classifier = fit_svc(class_samples, sample_labels, top_k=top_k, gamma=gamma, c=c)
+    hits = svc_hits(classifier, pred, labels, top_k=top_k)
+    return torch.tensor(hits / len(labels), dtype=torch.float64)
+
+
+def fit_svc(
+    class_samples: Tensor,
+    sample_labels: Tensor,
+    *,
+    top_k: int = 1,
+    gamma: float | str = "scale",
+    c: float = 1.0,
+) -> object:
+    """BraVL's SVC on the L2-normalised class samples; Platt-calibrated when ``top_k > 1``."""
     from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.metrics import top_k_accuracy_score
     from sklearn.svm import SVC
 
     x = F.normalize(class_samples.double(), dim=-1).numpy()
+    if top_k == 1:
+        return SVC(gamma=gamma, C=c).fit(x, sample_labels.numpy())
+    # Platt-scaled probabilities, as SVC(probability=True) gave before scikit-learn 1.9 deprecated it.
+    return CalibratedClassifierCV(SVC(gamma=gamma, C=c), ensemble=False).fit(x, sample_labels.numpy())
+
+
+def svc_hits(classifier: object, pred: Tensor, labels: Tensor, *, top_k: int = 1) -> int:
+    """How many rows the fitted classifier gets right (top-1 decision, or true class in the top-k)."""
+    from sklearn.metrics import top_k_accuracy_score
+
     queries = F.normalize(pred.double(), dim=-1).numpy()
     if top_k == 1:
-        classifier = SVC(gamma=gamma, C=c).fit(x, sample_labels.numpy())
-        return torch.tensor(classifier.score(queries, labels.numpy()), dtype=torch.float64)
-    # Platt-scaled probabilities, as SVC(probability=True) gave before scikit-learn 1.9 deprecated it.
-    classifier = CalibratedClassifierCV(SVC(gamma=gamma, C=c), ensemble=False).fit(x, sample_labels.numpy())
-    probabilities = classifier.predict_proba(queries)
-    score = top_k_accuracy_score(labels.numpy(), probabilities, k=top_k, labels=classifier.classes_)
-    return torch.tensor(score, dtype=torch.float64)
+        return int((classifier.predict(queries) == labels.numpy()).sum())  # type: ignore[attr-defined]
+    probabilities = classifier.predict_proba(queries)  # type: ignore[attr-defined]
+    classes = classifier.classes_  # type: ignore[attr-defined]
+    return int(top_k_accuracy_score(labels.numpy(), probabilities, k=top_k, labels=classes, normalize=False))
+
+
+_NAME_RE = re.compile(r"^zeroshot(?P<svc>_svc)?_top(?P<k>[0-9]+)_(?P<c>[0-9]+)way$")
+
+
+def _task_from(metric_id: str, context: Mapping[str, object]) -> tuple[ZeroShotTask, int, bool, str]:
+    name, network, _ = parse_metric_id(metric_id)
+    match = _NAME_RE.match(name)
+    task = context.get("task")
+    if match is None or not isinstance(task, ZeroShotTask):
+        raise ConfigError(f"{metric_id!r} needs a zero-shot column id and a ZeroShotTask in context['task']")
+    if int(match["c"]) != task.class_embeddings.shape[0]:
+        raise ConfigError(f"{metric_id!r}: the task has {task.class_embeddings.shape[0]} classes")
+    return task, int(match["k"]), bool(match["svc"]), network
+
+
+class ZeroShotAccuracy(SpecMetric):
+    """Torchmetrics form of :func:`zero_shot_accuracy`; ``update(pred, labels)``, hit and row counts summed.
+
+    Example:
+        >>> task = ZeroShotTask(torch.eye(3), torch.tensor([0, 1, 2]), "a {}", "test")
+        >>> metric = ZeroShotAccuracy(task, network="demo")
+        >>> metric.update(torch.eye(3), task.labels)
+        >>> float(metric.compute()), metric.spec.id, round(metric.chance, 3)
+        (1.0, 'zeroshot_top1_3way/demo@v1', 0.333)
+    """
+
+    hits: Tensor
+    total: Tensor
+
+    def __init__(self, task: ZeroShotTask, *, top_k: int = 1, network: str = "") -> None:
+        super().__init__()
+        self.class_embeddings, self.top_k = task.class_embeddings, top_k
+        n_classes = int(task.class_embeddings.shape[0])
+        spec = zero_shot_spec(
+            network=network, n_classes=n_classes, top_k=top_k, prompt=task.prompt, split=task.split
+        )
+        self.set_spec(spec, top_k / n_classes)
+        self.add_state("hits", torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0), dist_reduce_fx="sum")
+
+    @classmethod
+    def from_id(cls, metric_id: str, **context: object) -> ZeroShotAccuracy:
+        """From ``zeroshot_top<k>_<C>way/<network>@v1`` with ``context["task"]`` (a :class:`ZeroShotTask`)."""
+        task, top_k, svc, network = _task_from(metric_id, context)
+        if svc:
+            raise ConfigError(f"{metric_id!r} is an SVC column (SVCZeroShotAccuracy)")
+        return check_round_trip(cls(task, top_k=top_k, network=network), metric_id)  # type: ignore[return-value]
+
+    def update(self, pred: Tensor, labels: Tensor) -> None:
+        """Classify a batch of predicted embeddings with their true class indices."""
+        hits = zero_shot_hits(pred, self.class_embeddings.to(pred.device), labels, top_k=self.top_k)
+        self.hits += hits.sum().to(self.hits.device)
+        self.total += hits.numel()
+
+    def compute(self) -> Tensor:
+        """Accuracy, float32 as :func:`zero_shot_accuracy` gives it."""
+        return self.hits.to(torch.float32) / self.total.to(torch.float32)
+
+
+class SVCZeroShotAccuracy(SpecMetric):
+    """Torchmetrics form of :func:`svc_zero_shot_accuracy`: the SVC is fitted once, hits are summed."""
+
+    hits: Tensor
+    total: Tensor
+
+    def __init__(
+        self, task: ZeroShotTask, *, top_k: int = 1, network: str = "", gamma: float | str = "scale"
+    ) -> None:
+        super().__init__()
+        if task.class_samples is None or task.sample_labels is None:
+            raise ConfigError("the SVC zero-shot column needs class_samples and sample_labels in the task")
+        self.top_k = top_k
+        self.classifier = fit_svc(task.class_samples, task.sample_labels, top_k=top_k, gamma=gamma)
+        n_classes = int(task.class_embeddings.shape[0])
+        spec = svc_zero_shot_spec(
+            network=network, n_classes=n_classes, top_k=top_k, split=task.split, gamma=gamma
+        )
+        self.set_spec(spec, top_k / n_classes)
+        self.add_state("hits", torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0), dist_reduce_fx="sum")
+
+    @classmethod
+    def from_id(cls, metric_id: str, **context: object) -> SVCZeroShotAccuracy:
+        """From ``zeroshot_svc_top<k>_<C>way/<network>@v1`` with ``context["task"]``."""
+        task, top_k, svc, network = _task_from(metric_id, context)
+        if not svc:
+            raise ConfigError(f"{metric_id!r} is a cosine column (ZeroShotAccuracy)")
+        return check_round_trip(cls(task, top_k=top_k, network=network), metric_id)  # type: ignore[return-value]
+
+    def update(self, pred: Tensor, labels: Tensor) -> None:
+        """Classify a batch of predicted embeddings with their true class indices."""
+        self.hits += svc_hits(self.classifier, pred.cpu(), labels.cpu(), top_k=self.top_k)
+        self.total += int(labels.numel())
+
+    def compute(self) -> Tensor:
+        """Accuracy (float64)."""
+        return self.hits.to(torch.float64) / self.total.to(torch.float64)
