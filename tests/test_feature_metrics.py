@@ -10,17 +10,22 @@ from scipy import linalg
 from scipy.spatial.distance import correlation as scipy_correlation
 from torch import nn
 
+from brainbench.backbones import feature_networks, networks
+from brainbench.backbones.feature_networks import (
+    FeatureNetwork,
+    InputChain,
+    build_shared_pass,
+    load_swav_state,
+    random_only_network,
+)
+from brainbench.backbones.networks import feature_network as get_network
+from brainbench.backbones.networks import list_networks, load_network
+from brainbench.backbones.weights import WeightsSource
 from brainbench.errors import ConfigError, DataFormatError, MissingFileError
-from brainbench.eval import networks
 from brainbench.eval.feature_metrics import (
     FID_INCEPTION_FILE,
-    CorrelationDistance,
-    FeatureTwoWayIdentification,
     LPIPSDistance,
-    NetworkFID,
     build_lpips,
-    correlation_distance,
-    correlation_distance_per_item,
     extract_features,
     feature_metric_spec,
     fid_inception_availability,
@@ -30,15 +35,14 @@ from brainbench.eval.feature_metrics import (
     score_reconstructions,
     two_way_identification_on_network,
 )
-from brainbench.eval.networks import (
-    InputChain,
-    WeightsSource,
-    get_network,
-    list_networks,
-    load_network,
-    load_swav_state,
-    random_only_network,
+from brainbench.eval.truth_features import TruthFeatureCache
+from brainbench.metrics.correlation import (
+    CorrelationDistance,
+    correlation_distance,
+    correlation_distance_per_item,
 )
+from brainbench.metrics.fid import FeatureFID
+from brainbench.metrics.identification import TwoWayIdentification
 from brainbench.metrics.specs import parse_metric_id
 from brainbench.world.stimuli import generate_stimuli
 
@@ -106,8 +110,10 @@ def test_registry_lists_every_required_network():
     for network_id, dim in dims.items():
         assert get_network(network_id).feature_dim == dim
     assert "EffNet-B" not in get_network("effnet_lite0").description.replace("MindEye's EffNet-B1", "")
-    with pytest.raises(ConfigError, match="unknown feature network"):
+    with pytest.raises(ConfigError, match="unknown network 'effnet_b'; available: .*effnet_lite0"):
         get_network("effnet_b")
+    with pytest.raises(ConfigError, match="not an image feature network"):
+        get_network("vit-imagenet")
 
 
 def test_world_clip_layers_are_always_available():
@@ -161,9 +167,9 @@ def test_checkpoint_file_loads_into_the_node_graph(tmp_path):
     raw.rename(path)
     weights = WeightsSource("test file", lambda: path, lambda: str(path), "n/a")
     chain = InputChain(64, networks.IMAGENET_MEAN, networks.IMAGENET_STD)
-    net = networks.FeatureNetwork(
+    net = FeatureNetwork(
         "squeeze-test", "test", "features.12", chain, (512, 3, 3), weights,
-        networks._torchvision_core("squeezenet1_1", "features.12"),
+        feature_networks.torchvision_core("squeezenet1_1", "features.12"),
     )  # fmt: skip
     images = torch.rand(3, 3, 64, 64)
     expected = model.features(TF.normalize(images, networks.IMAGENET_MEAN, networks.IMAGENET_STD))
@@ -172,7 +178,7 @@ def test_checkpoint_file_loads_into_the_node_graph(tmp_path):
     path.rename(wrong)
     weights = WeightsSource("test file", lambda: wrong, lambda: str(wrong), "n/a")
     with pytest.raises(DataFormatError):
-        networks.FeatureNetwork("s", "t", "features.12", chain, (512, 3, 3), weights, net.build_core).build()
+        FeatureNetwork("s", "t", "features.12", chain, (512, 3, 3), weights, net.build_core).build()
 
 
 @pytest.mark.parametrize("network_id", ["alexnet:2", "alexnet:5", "inception_v3", "effnet_b1", "swav"])
@@ -271,11 +277,11 @@ def test_two_way_on_network_matches_naive_numpy(network_id, world_images):
     target = np.stack([extractor(gts[i : i + 1])[0].double().numpy() for i in range(n)])
     assert got.item() == pytest.approx(naive_two_way(pred, target), abs=1e-9)
     assert 0.5 < got.item() <= 1.0
-    metric = FeatureTwoWayIdentification(extractor, batch_size=4)
-    metric.update(recons[:5], gts[:5])
-    metric.update(recons[5:], gts[5:])
+    metric = TwoWayIdentification(spec=feature_metric_spec("identification_2way", extractor))
+    metric.update(extractor(recons[:5]), extractor(gts[:5]))
+    metric.update(extractor(recons[5:]), extractor(gts[5:]))
     assert metric.compute().item() == pytest.approx(got.item())
-    assert metric.spec.id == f"identification_2way/{network_id}@v1"
+    assert metric.spec.id == f"identification_2way/{network_id}@v1" and metric.chance == 0.5
     assert parse_metric_id(metric.spec.id) == ("identification_2way", network_id, 1)
 
 
@@ -304,8 +310,8 @@ def test_correlation_distance_matches_scipy(block_size):
 def test_correlation_distance_on_effnet_lite0_matches_scipy(world_images):
     gts, extractor = world_images[:6], load_network("effnet_lite0")
     recons = degrade(gts, seed=4)
-    metric = CorrelationDistance(extractor, batch_size=4)
-    metric.update(recons, gts)
+    metric = CorrelationDistance(spec=feature_metric_spec("corrdist", extractor))
+    metric.update(extractor(recons), extractor(gts))
     features = [
         (extractor(gts[i : i + 1])[0].numpy(), extractor(recons[i : i + 1])[0].numpy()) for i in range(6)
     ]
@@ -326,14 +332,16 @@ def test_fid_with_a_tiny_random_network_matches_scipy():
     gen = torch.Generator().manual_seed(6)
     real = torch.rand(40, 3, 32, 32, generator=gen)
     fake = (0.6 * torch.rand(30, 3, 32, 32, generator=gen) + 0.3 * real[:30]).clamp(0, 1)
-    got = frechet_distance(fake, real, extractor, batch_size=16)
+    got = frechet_distance(fake, real[:30], extractor, batch_size=16)
     expected = scipy_fid(
-        extract_features(extractor, real).double().numpy(), extract_features(extractor, fake).double().numpy()
+        extract_features(extractor, real[:30]).double().numpy(),
+        extract_features(extractor, fake).double().numpy(),
     )
     assert got.dtype == torch.float64 and expected > 0
     assert got.item() == pytest.approx(expected, rel=1e-3)
     assert abs(frechet_distance(real, real, extractor).item()) < 1e-6 * expected  # same set: 0
-    assert NetworkFID(extractor).spec.id == "fid/random:tiny@v1"
+    metric = FeatureFID(6, spec=feature_metric_spec("fid", extractor))
+    assert metric.spec.id == "fid/random:tiny@v1" and metric.higher_is_better is False
 
 
 def test_fid_in_world_clip_matches_scipy(world_clip, world_images):
@@ -343,13 +351,12 @@ def test_fid_in_world_clip_matches_scipy(world_clip, world_images):
     real = extract_features(world_clip, gts).double().numpy()
     fake = extract_features(world_clip, recons).double().numpy()
     assert got.item() == pytest.approx(scipy_fid(real, fake), rel=1e-3)  # 136 items > 128 dims
-    metric = NetworkFID(world_clip)
-    assert metric.spec.id == "fid/world-clip:v1/clip_image@v1" and metric.higher_is_better is False
+    assert feature_metric_spec("fid", world_clip).id == "fid/world-clip:v1/clip_image@v1"
 
 
 def test_fid_refuses_token_features_that_would_need_huge_covariances():
     with pytest.raises(ConfigError, match="pooled output"):
-        NetworkFID(load_network("world-clip:v1/layer:1"))
+        FeatureFID(get_network("world-clip:v1/layer:1").feature_dim, network="world-clip:v1/layer:1")
 
 
 # ---- LPIPS -----------------------------------------------------------------------------------------------
@@ -396,31 +403,72 @@ def test_score_reconstructions_computes_what_it_can_and_reports_the_rest(world_i
     gts = world_images[:20]
     recons = degrade(gts, seed=9)
     plan = (
-        ("identification_2way", "world-clip:v1/clip_image"),
-        ("corrdist", "world-clip:v1/clip_image"),
-        ("fid", "world-clip:v1/clip_image"),
-        ("identification_2way", "alexnet:2"),
-        ("corrdist", "swav"),
-        ("fid_inception", ""),
-        ("lpips", "alex"),
-    )
-    scores = score_reconstructions(recons, gts, plan, batch_size=8)
-    assert set(scores.values) == {
         "identification_2way/world-clip:v1/clip_image@v1",
         "corrdist/world-clip:v1/clip_image@v1",
         "fid/world-clip:v1/clip_image@v1",
-    }
-    assert set(scores.absent) == {
         "identification_2way/alexnet:2@v1",
         "corrdist/swav@v1",
         "fid_inception@v1",
         "lpips/alex:v0.1@v1",
-    }
+    )
+    scores = score_reconstructions(recons, gts, plan, batch_size=8)
+    assert set(scores.values) == set(plan[:3])
+    assert set(scores.absent) == set(plan[3:])
     assert all("fix:" in reason for reason in scores.absent.values())
-    assert scores.chance == {"identification_2way/world-clip:v1/clip_image@v1": 0.5}
+    assert (
+        scores.chance[plan[0]] == 0.5
+        and np.isnan(scores.chance[plan[1]])
+        and np.isnan(scores.chance[plan[2]])
+    )
     extractor = load_network("world-clip:v1/clip_image")
     expected = two_way_identification_on_network(recons, gts, extractor)
-    assert scores.values["identification_2way/world-clip:v1/clip_image@v1"] == pytest.approx(expected.item())
+    assert scores.values[plan[0]] == pytest.approx(expected.item())
     assert scores.specs["corrdist/world-clip:v1/clip_image@v1"].params["n_items"] == 20
+    assert scores.per_item[plan[1]].shape == (20,)  # per-image distances behind the mean
     with pytest.raises(ConfigError):
-        score_reconstructions(recons, gts, (("ssim", "world-clip:v1/clip_image"),))
+        score_reconstructions(recons, gts, ("ssim@v1",))
+
+
+def test_one_shared_pass_gives_each_networks_own_features(world_images):
+    outputs = ("clip_image", "layer:1", "layer:2", "layer:3", "layer:4")
+    shared = build_shared_pass([get_network(f"world-clip:v1/{o}") for o in outputs])
+    together = shared(world_images[:5])
+    for output in outputs:
+        alone = load_network(f"world-clip:v1/{output}")(world_images[:5])
+        assert torch.equal(together[f"world-clip:v1/{output}"], alone), output  # bit for bit
+    with pytest.raises(ConfigError, match="one model"):
+        build_shared_pass([get_network("world-clip:v1/clip_image"), get_network("alexnet:2")])
+
+
+def test_cached_ground_truth_features_give_the_same_numbers(world_images, tmp_path):
+    gts = world_images[:24]
+    recons = degrade(gts, seed=3)
+    plan = ("identification_2way/world-clip:v1/layer:2@v1", "fid/world-clip:v1/clip_image@v1")
+    stim_ids = np.arange(100, 124)
+    cache = TruthFeatureCache(tmp_path / "cache", store_sha256="abc")
+    fresh = score_reconstructions(recons, gts, plan, batch_size=8)
+    first = score_reconstructions(recons, gts, plan, batch_size=8, stim_ids=stim_ids, cache=cache)
+    files = sorted((tmp_path / "cache").iterdir())
+    assert len(files) == 2 and all(f.suffix == ".safetensors" for f in files)
+    second = score_reconstructions(recons, gts, plan, batch_size=8, stim_ids=stim_ids, cache=cache)
+    assert fresh.values == first.values == second.values  # bit for bit
+    # the second run read the cache: ground truths are no longer needed
+    blank = torch.zeros_like(gts)
+    assert (
+        score_reconstructions(recons, blank, plan, batch_size=8, stim_ids=stim_ids, cache=cache).values
+        == fresh.values
+    )
+    # a subset of cached stimuli is served from the cache too, rows in the order asked
+    subset = score_reconstructions(
+        recons[[5, 2, 9]], blank[:3], plan[:1], stim_ids=stim_ids[[5, 2, 9]], cache=cache
+    )
+    expected = score_reconstructions(recons[[5, 2, 9]], gts[[5, 2, 9]], plan[:1])
+    assert subset.values == expected.values
+    # a corrupt file is rebuilt (with a warning), and a cache of another stimulus store is not used
+    files[0].write_bytes(b"not safetensors")
+    with pytest.warns(UserWarning, match="rebuilding"):
+        again = score_reconstructions(recons, gts, plan, batch_size=8, stim_ids=stim_ids, cache=cache)
+    assert again.values == fresh.values
+    other = TruthFeatureCache(tmp_path / "cache", store_sha256="another store")
+    with pytest.warns(UserWarning, match="stale"):
+        assert other.lookup([get_network("world-clip:v1/layer:2")], stim_ids) is None

@@ -12,8 +12,11 @@ import torch
 from skimage.color import rgb2gray
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from brainbench.backbones import video_networks as vn
+from brainbench.backbones.networks import build_video_network, get_network, network_availability
 from brainbench.errors import ConfigError, MissingFileError
-from brainbench.eval import video_metrics as vm
+from brainbench.eval.video_metrics import evaluate_video
+from brainbench.metrics import video as vm
 from brainbench.metrics.specs import parse_metric_id
 
 
@@ -25,8 +28,8 @@ def _clips(seed: int, shape: tuple[int, ...] = (2, 3, 24, 20, 3)) -> tuple[np.nd
 
 
 @pytest.fixture(scope="module")
-def world_clip() -> vm.ClipVideoNetwork:
-    return vm.load_video_network(vm.WORLD_CLIP_ID)
+def world_clip() -> vn.ClipVideoNetwork:
+    return build_video_network(vn.WORLD_CLIP_ID)
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +190,7 @@ def test_clip_pcc_hand_computed_static_and_gated() -> None:
 
 
 def test_world_clip_static_clip_and_zero_shot_head(
-    world_clip: vm.ClipVideoNetwork, world_clips: np.ndarray
+    world_clip: vn.ClipVideoNetwork, world_clips: np.ndarray
 ) -> None:
     embeddings = world_clip.frame_embeddings(torch.from_numpy(world_clips.reshape(-1, 64, 64, 3)))
     pcc = vm.clip_pcc(embeddings.reshape(6, 4, -1))
@@ -216,15 +219,17 @@ def test_spec_ids_name_the_classifier_and_pin_the_protocol() -> None:
 
 
 def test_paper_networks_are_absent_with_reasons() -> None:
-    assert vm.video_network_availability("world-clip:v1") == (True, "")
+    assert network_availability("world-clip:v1") == (True, "")
     for network_id in ("vit-imagenet", "videomae-kinetics", "vifi-clip:k400-base2novel", "ViT-B-32:openai"):
-        available, reason = vm.video_network_availability(network_id)
+        available, reason = network_availability(network_id)
         if available:  # a machine with these weights cached
             continue
         assert reason
         with pytest.raises(MissingFileError, match=network_id):
-            vm.load_video_network(network_id)
-    assert "google/vit-base-patch16-224" in vm.PAPER_NETWORKS["vit-imagenet"].repo
+            build_video_network(network_id)
+    assert "google/vit-base-patch16-224" in get_network("vit-imagenet").repo
+    with pytest.raises(ConfigError, match="image feature network"):
+        build_video_network("effnet_lite0")
 
 
 class _FakeProcessor:
@@ -243,9 +248,9 @@ class _FakeModel:
 
 def test_hugging_face_adapters_pass_frames_and_read_logits() -> None:
     frames = torch.full((2, 4, 4, 3), 7, dtype=torch.uint8)
-    assert vm.HFFrameClassifier(_FakeProcessor(), _FakeModel()).frame_logits(frames).tolist() == [[7, -7]] * 2
+    assert vn.HFFrameClassifier(_FakeProcessor(), _FakeModel()).frame_logits(frames).tolist() == [[7, -7]] * 2
     built = []
-    classifier = vm.HFVideoClassifier(_FakeProcessor(), lambda n: built.append(n) or _FakeModel())
+    classifier = vn.HFVideoClassifier(_FakeProcessor(), lambda n: built.append(n) or _FakeModel())
     clips = torch.full((2, 3, 4, 4, 3), 5, dtype=torch.uint8)
     assert classifier.video_logits(clips).tolist() == [[5, -5]] * 2
     classifier.video_logits(clips)
@@ -264,8 +269,8 @@ class _LevelClassifier:
         return self.frame_logits(clips.flatten(1, 2))
 
 
-def test_evaluate_video_columns(world_clip: vm.ClipVideoNetwork, world_clips: np.ndarray) -> None:
-    result = vm.evaluate_video(world_clips, world_clips, networks={"world-clip:v1": world_clip}, trials=50)
+def test_evaluate_video_columns(world_clip: vn.ClipVideoNetwork, world_clips: np.ndarray) -> None:
+    result = evaluate_video(world_clips, world_clips, networks={"world-clip:v1": world_clip}, trials=50)
     for name in ("nway_frame_top1_50way", "nway_video_top1_2way", "clip_pcc_adjacent", "clip_pcc_allpairs"):
         assert result.values[f"{name}/world-clip:v1@v1"] == pytest.approx(1.0)
     assert result.values["clip_pcc_gated0.6/world-clip:v1+world-clip:v1@v1"] == pytest.approx(1.0)
@@ -284,7 +289,7 @@ def test_evaluate_video_columns(world_clip: vm.ClipVideoNetwork, world_clips: np
     target = np.zeros((4, 2, 16, 16, 3), dtype=np.uint8)
     target[1::2] = 252
     pred = target[[0, 1, 1, 0]]
-    result = vm.evaluate_video(
+    result = evaluate_video(
         pred, target, frame_classifiers=["fake"], video_classifiers=["fake"], clip_pcc_networks=[], gated=[],
         networks={"fake": _LevelClassifier()}, n_ways=(2, 10), trials=10,
     )  # fmt: skip
@@ -301,20 +306,20 @@ def test_evaluate_video_columns(world_clip: vm.ClipVideoNetwork, world_clips: np
 class _Generic:
     """The world CLIP seen only through the plug-in protocols (no shared-embedding fast path)."""
 
-    def __init__(self, net: vm.ClipVideoNetwork) -> None:
+    def __init__(self, net: vn.ClipVideoNetwork) -> None:
         self.frame_logits, self.video_logits = net.frame_logits, net.video_logits
         self.frame_embeddings, self.video_embeddings = net.frame_embeddings, net.video_embeddings
 
 
 def test_shared_embedding_path_equals_the_protocol_path(
-    world_clip: vm.ClipVideoNetwork, world_clips: np.ndarray
+    world_clip: vn.ClipVideoNetwork, world_clips: np.ndarray
 ) -> None:
     pred = world_clips[[1, 2, 3, 4, 5, 0]].copy()
     pred[:, 1:] = world_clips[[2, 2, 0, 5, 1, 3], 1:]  # mixed clips: CLIP-pcc and the gate below 1
     kwargs = {"trials": 20, "clip_pcc_networks": [("adjacent", "w")], "gated": [("w", "w")], "block_size": 5}
     ids = {"frame_classifiers": ["w"], "video_classifiers": ["w"]}
-    fast = vm.evaluate_video(pred, world_clips, networks={"w": world_clip}, **ids, **kwargs)
-    slow = vm.evaluate_video(pred, world_clips, networks={"w": _Generic(world_clip)}, **ids, **kwargs)
+    fast = evaluate_video(pred, world_clips, networks={"w": world_clip}, **ids, **kwargs)
+    slow = evaluate_video(pred, world_clips, networks={"w": _Generic(world_clip)}, **ids, **kwargs)
     assert fast.values.keys() == slow.values.keys()
     for key, value in fast.values.items():
         assert value == pytest.approx(slow.values[key], abs=1e-6), key
@@ -324,14 +329,14 @@ def test_shared_embedding_path_equals_the_protocol_path(
 def test_the_papers_clip_architecture_runs_with_random_weights() -> None:
     # NEURONS' CLIP-pcc network is ViT-B/32 (absent offline); the architecture built from its config runs the
     # same code path, and its column is named by what ran ("ViT-B-32:random"), never by the paper's id
-    assert vm.video_network_availability("ViT-B-32:random") == (True, "")
+    assert network_availability("ViT-B-32:random") == (True, "")
     torch.manual_seed(0)
-    net = vm.load_video_network("ViT-B-32:random")
+    net = build_video_network("ViT-B-32:random")
     target = np.random.default_rng(6).integers(0, 256, (2, 3, 32, 32, 3), dtype=np.uint8)
     target[1] = target[1, :1]  # clip 1 is static
     pcc = vm.clip_pcc(net.frame_embeddings(torch.from_numpy(target.reshape(6, 32, 32, 3))).reshape(2, 3, -1))
     assert pcc[1].item() == pytest.approx(1.0, abs=1e-5) and pcc[0].item() < 1.0
-    result = vm.evaluate_video(
+    result = evaluate_video(
         target, target, frame_classifiers=[], video_classifiers=[], gated=[],
         clip_pcc_networks=[("adjacent", "ViT-B-32:random")], networks={"ViT-B-32:random": net},
     )  # fmt: skip

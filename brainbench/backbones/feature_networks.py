@@ -376,7 +376,9 @@ def clip_vit_l14_core(path: Path | None) -> nn.Module:
     """OpenAI CLIP ViT-L/14 ``clip_image`` (random weights when ``path`` is ``None``)."""
     from brainbench.backbones.openclip import load_backbone
 
-    return OpenClipOutputs(load_backbone("ViT-L-14:random" if path is None else "ViT-L-14:openai"), ("clip_image",))
+    return OpenClipOutputs(
+        load_backbone("ViT-L-14:random" if path is None else "ViT-L-14:openai"), ("clip_image",)
+    )
 
 
 def random_only_network(

@@ -248,7 +248,11 @@ class OpenClipNetwork:
     def availability(self) -> tuple[bool, str]:
         """``world-clip:v1``, ``local-dir:`` and ``:random`` ids always; a pretrained tag when cached."""
         network_id = self.network_id
-        if network_id == WORLD_CLIP_ID or network_id.startswith("local-dir:") or network_id.endswith(":random"):
+        if (
+            network_id == WORLD_CLIP_ID
+            or network_id.startswith("local-dir:")
+            or network_id.endswith(":random")
+        ):
             return True, ""
         if ":" in network_id and _open_clip_weights_cached(network_id):
             return True, ""

@@ -44,7 +44,8 @@ class WeightsSource:
 
 
 def hub_checkpoint(filename: str, description: str, fetch_elsewhere: str) -> WeightsSource:
-    """``<torch hub dir>/checkpoints/<filename>``; ``fetch_elsewhere`` is printed for a machine with internet."""
+    """``<torch hub dir>/checkpoints/<filename>``; ``fetch_elsewhere`` is printed for a machine online."""
+
     def path() -> Path:
         return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
@@ -64,6 +65,7 @@ def torchvision_weights(builder: str, enum: str, filename: str) -> WeightsSource
 
 def package_file(package: str, relative: str, description: str, fix: str) -> WeightsSource:
     """A file shipped inside an installed package (``importlib.resources``)."""
+
     def path() -> Path | None:
         try:
             return Path(str(resources.files(package) / relative))
@@ -81,6 +83,7 @@ def hf_cache(
     repo_id: str, filenames: tuple[str, ...], description: str, fetch_elsewhere: str
 ) -> WeightsSource:
     """The first of ``filenames`` of ``repo_id`` found in the local Hugging Face cache."""
+
     def find() -> Path | None:
         from huggingface_hub import constants, try_to_load_from_cache
 

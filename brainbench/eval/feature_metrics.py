@@ -1,8 +1,9 @@
 r"""Image metrics computed in a feature network: 2-way identification, correlation distance, FID, LPIPS.
 
-Reconstructions and ground-truth images go through a network of the registry
-(:mod:`brainbench.eval.networks`) batch by batch; the metric is computed on the features. Column ids carry
-the network, so a number computed in another network is another column (metrics.md §1.3, §6.1)::
+Reconstructions and ground-truth images go through networks of the registry
+(:mod:`brainbench.backbones.networks`) batch by batch; the metrics (:mod:`brainbench.metrics`) are computed on
+the features. Column ids carry the network, so a number computed in another network is another column
+(metrics.md §1.3, §6.1)::
 
     identification_2way/<network id>@v1   exhaustive 2-way (metrics.md §1.2), higher is better, chance 0.5
     corrdist/<network id>@v1              mean correlation distance (§1.3 EffNet-B / SwAV), lower is better
@@ -13,18 +14,11 @@ the network, so a number computed in another network is another column (metrics.
 e.g. ``identification_2way/alexnet:2@v1``, ``corrdist/effnet_lite0@v1``, ``fid/world-clip:v1/clip_image@v1``.
 Networks built with random weights (tests) give ``random:<id>`` and are never leaderboard columns.
 
-Definitions, with :math:`f` the flattened features, :math:`g_i` ground truth and :math:`r_i` reconstruction:
-
-.. math::
-
-    \mathrm{corrdist} = \frac{1}{N}\sum_i \left(1 - \rho(f(g_i), f(r_i))\right), \qquad
-    \mathrm{FID} = \lVert\mu_g - \mu_r\rVert^2 + \mathrm{tr}\left(\Sigma_g + \Sigma_r
-        - 2 (\Sigma_g \Sigma_r)^{1/2}\right)
-
-:math:`\rho` is Pearson's r (``scipy.spatial.distance.correlation``; a constant vector gives r = 0 here,
-NaN in scipy). FID uses torchmetrics ``FrechetInceptionDistance(feature=<extractor>)``: float64 sums and
-unbiased covariances, :math:`\mathrm{tr}(\cdot)^{1/2}` from the eigenvalues of :math:`\Sigma_g\Sigma_r`;
-with N below the feature dimension the covariances are rank-deficient and the value noisy (§4.1).
+:func:`score_reconstructions` runs a plan of such ids. Networks reading one model through one chain (the world
+CLIP's pooled output and its four layers) are read in **one** forward pass per batch, and the ground-truth
+features can come from a :class:`~brainbench.eval.truth_features.TruthFeatureCache` keyed by stimulus, so a
+second run only passes the reconstructions through the networks. Batches of ``batch_size`` images feed every
+metric, so the FID sums accumulate exactly as one network pass per metric did.
 """
 
 from __future__ import annotations
@@ -32,33 +26,34 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal
 
+import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 from torch import Tensor, nn
-from torchmetrics import Metric
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from brainbench.errors import ConfigError, MissingFileError
-from brainbench.eval.networks import (
-    WORLD_CLIP_LAYERS,
+from brainbench.backbones.feature_networks import (
     FeatureExtractor,
     FeatureNetwork,
     as_float_images,
-    get_network,
-    torchvision_weights,
-    verify_hash_in_name,
+    build_shared_pass,
+    group_by_model,
 )
-from brainbench.metrics.identification import (
-    IDENTIFICATION_CHANCE,
-    TwoWayIdentification,
-    identification_spec,
-    two_way_identification,
-)
-from brainbench.metrics.specs import MetricSpec
+from brainbench.backbones.networks import feature_network
+from brainbench.backbones.weights import torchvision_weights, verify_hash_in_name
+from brainbench.errors import ConfigError, MissingFileError
+from brainbench.eval.result import EvalResult
+from brainbench.eval.truth_features import TruthFeatureCache
+from brainbench.metrics.base import PerItemMean, SpecMetric, check_round_trip
+from brainbench.metrics.correlation import correlation_distance_spec
+from brainbench.metrics.fid import FeatureFID, fid_spec
+from brainbench.metrics.identification import identification_spec, two_way_identification
+from brainbench.metrics.registry import METRICS, build_metric, metric_family
+from brainbench.metrics.specs import MetricSpec, parse_metric_id
 
 FeatureMetric = Literal["identification_2way", "corrdist", "fid"]
 LpipsNet = Literal["alex", "vgg", "squeeze"]
@@ -93,18 +88,15 @@ def feature_metric_spec(
         'corrdist/effnet_lite0@v1'
     """
     if isinstance(network, FeatureExtractor):
-        net, name, weights = (
-            network.network,
-            network.metric_network,
-            "random" if network.random_weights else "",
-        )
+        net, name = network.network, network.metric_network
+        weights = "random" if network.random_weights else net.weights.description
     else:
-        net = get_network(network) if isinstance(network, str) else network
-        name, weights = net.network_id, ""
+        net = feature_network(network) if isinstance(network, str) else network
+        name, weights = net.network_id, net.weights.description
     params: dict[str, object] = {
         "network_output": net.output,
         "feature_dim": net.feature_dim,
-        "weights": weights or net.weights.description,
+        "weights": weights,
         **net.chain.params(),
     }
     if n_items is not None:
@@ -115,11 +107,9 @@ def feature_metric_spec(
             base, params={**base.params, **params}, description=base.description + " (image features)"
         )
     if metric == "corrdist":
-        description = "mean over items of 1 - Pearson r between GT and reconstruction features"
-        return MetricSpec("corrdist", name, 1, False, {"distance": "1 - pearson", **params}, description)
+        return correlation_distance_spec(name, params)
     if metric == "fid":
-        params.update(backend="torchmetrics FrechetInceptionDistance(feature=module)", dtype="float64")
-        return MetricSpec("fid", name, 1, False, params, "Fréchet distance of GT vs reconstruction features")
+        return fid_spec(name, params)
     raise ConfigError(f"unknown feature metric {metric!r}\n  fix: use identification_2way, corrdist or fid")
 
 
@@ -136,162 +126,16 @@ def lpips_spec(net: LpipsNet = "alex", *, random_backbone: bool = False) -> Metr
     return MetricSpec("lpips", network, 1, False, params, f"LPIPS v0.1 ({net} backbone), mean over pairs")
 
 
-# ---- 2-way identification and correlation distance ---------------------------------------------------------
+# ---- image-level helpers (one network, one metric) ---------------------------------------------------------
 
 
 def two_way_identification_on_network(
     recons: Tensor, gts: Tensor, extractor: FeatureExtractor, *, batch_size: int = 64, block_size: int = 1024
 ) -> Tensor:
-    """2-way identification of the reconstructions' features against the ground truths'; 0-d float64.
-
-    Features come from ``extractor`` batch by batch; scoring is the block-wise exhaustive
-    :func:`~brainbench.metrics.identification.two_way_identification` (metrics.md §1.2).
-    """
+    """2-way identification of the reconstructions' features against the ground truths'; 0-d float64."""
     pred = extract_features(extractor, recons, batch_size=batch_size)
     target = extract_features(extractor, gts, batch_size=batch_size)
     return two_way_identification(pred, target, block_size=block_size)
-
-
-def correlation_distance_per_item(pred: Tensor, target: Tensor, *, block_size: int = 256) -> Tensor:
-    """``(N,)`` float64: ``1 - Pearson r(pred_i, target_i)`` over flattened rows, ``block_size`` rows at once.
-
-    Raises:
-        ValueError: when the shapes differ or N is 0.
-    """
-    if pred.shape != target.shape or pred.ndim < 1 or pred.shape[0] == 0:
-        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must be equal (N, ...)")
-    pred, target = pred.reshape(pred.shape[0], -1), target.reshape(target.shape[0], -1)
-    out = torch.empty(pred.shape[0], dtype=torch.float64)
-    for start in range(0, pred.shape[0], block_size):
-        a, b = (_centred_unit(x[start : start + block_size]) for x in (pred, target))
-        out[start : start + a.shape[0]] = (1.0 - (a * b).sum(dim=1)).clamp(0.0, 2.0).cpu()  # as scipy clips
-    return out
-
-
-def _centred_unit(rows: Tensor) -> Tensor:
-    rows = rows.double() - rows.double().mean(dim=1, keepdim=True)
-    return rows / rows.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
-
-
-def correlation_distance(pred: Tensor, target: Tensor, *, block_size: int = 256) -> Tensor:
-    """Mean of :func:`correlation_distance_per_item`; 0-d float64 in ``[0, 2]``.
-
-    Example:
-        >>> x = torch.tensor([[0.0, 1.0, 2.0], [1.0, 0.0, 3.0]])
-        >>> round(float(correlation_distance(x, x)), 9), round(float(correlation_distance(-x, x)), 9)
-        (0.0, 2.0)
-    """
-    return correlation_distance_per_item(pred, target, block_size=block_size).mean()
-
-
-def _maybe_features(
-    extractor: FeatureExtractor | None, x: Tensor, batch_size: int, device: torch.device
-) -> Tensor:
-    """Features of images ``x`` through ``extractor``, or ``x`` itself (already features) without one."""
-    return x if extractor is None else extract_features(extractor, x, batch_size=batch_size, device=device)
-
-
-class CorrelationDistance(Metric):
-    """Torchmetrics form of :func:`correlation_distance`; decomposable, so states are a sum and a count.
-
-    With ``extractor``, ``update(recons, gts)`` takes images; without, features (spec network ``network``).
-
-    Example:
-        >>> metric = CorrelationDistance(network="demo")
-        >>> metric.update(torch.eye(3), torch.eye(3))
-        >>> float(metric.compute()), metric.spec.id
-        (0.0, 'corrdist/demo@v1')
-    """
-
-    is_differentiable = False
-    higher_is_better = False
-    full_state_update = False
-    distance_sum: Tensor
-    n_items: Tensor
-
-    def __init__(
-        self, extractor: FeatureExtractor | None = None, *, network: str = "", batch_size: int = 64
-    ) -> None:
-        super().__init__()
-        self.extractor, self.batch_size = extractor, batch_size
-        self.spec = (
-            feature_metric_spec("corrdist", extractor)
-            if extractor is not None
-            else MetricSpec("corrdist", network, 1, False, {"distance": "1 - pearson"})
-        )
-        self.add_state("distance_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("n_items", torch.tensor(0), dist_reduce_fx="sum")
-
-    def update(self, pred: Tensor, target: Tensor) -> None:
-        """Add a batch of reconstructions (``pred``) and their ground truths."""
-        pred, target = (
-            _maybe_features(self.extractor, x, self.batch_size, self.device) for x in (pred, target)
-        )
-        distances = correlation_distance_per_item(pred, target)
-        self.distance_sum += distances.sum().to(self.distance_sum.device)
-        self.n_items += distances.numel()
-
-    def compute(self) -> Tensor:
-        """The mean distance."""
-        return self.distance_sum / self.n_items
-
-
-class FeatureTwoWayIdentification(TwoWayIdentification):
-    """:class:`~brainbench.metrics.identification.TwoWayIdentification` on images through ``extractor``.
-
-    Only features are kept (``N × feature_dim`` per side), scored exhaustively at ``compute``.
-    """
-
-    def __init__(self, extractor: FeatureExtractor, *, batch_size: int = 64, block_size: int = 1024) -> None:
-        super().__init__(network=extractor.metric_network, block_size=block_size)
-        self.extractor, self.batch_size = extractor, batch_size
-        self.spec = feature_metric_spec("identification_2way", extractor)
-
-    def update(self, pred: Tensor, target: Tensor) -> None:
-        """Add a batch of reconstructions (``pred``) and their ground-truth images."""
-        pred, target = (
-            _maybe_features(self.extractor, x, self.batch_size, self.device) for x in (pred, target)
-        )
-        super().update(pred, target)
-
-
-# ---- FID -------------------------------------------------------------------------------------------------
-
-
-class _Float64Features(nn.Module):
-    """Casts features to float64, so torchmetrics' FID returns float64 (it casts to the feature dtype)."""
-
-    def __init__(self, extractor: FeatureExtractor) -> None:
-        super().__init__()
-        self.extractor, self.num_features = extractor, extractor.num_features
-
-    def forward(self, images: Tensor) -> Tensor:
-        """``extractor(images)`` in float64."""
-        return self.extractor(images).double()
-
-
-class NetworkFID(FrechetInceptionDistance):
-    """torchmetrics FID with a registry network as the custom extractor (metrics.md §4.1).
-
-    ``update(images, real=...)`` takes float ``(B, 3, H, W)`` in [0, 1] or uint8 ``(B, H, W, 3)``; the
-    network's own chain resizes and normalises them. States are float64 sums of features and outer products.
-
-    Raises:
-        ConfigError: when the features are wider than ``max_features`` (two d×d float64 covariances).
-    """
-
-    def __init__(
-        self, extractor: FeatureExtractor, *, reset_real_features: bool = True, max_features: int = 4096
-    ) -> None:
-        if extractor.num_features > max_features:
-            raise ConfigError(
-                f"FID on {extractor.network.network_id} needs two {extractor.num_features}² float64 "
-                "covariances\n  fix: use a pooled output (world-clip:v1/clip_image) or raise max_features"
-            )
-        super().__init__(
-            feature=_Float64Features(extractor), reset_real_features=reset_real_features, normalize=True
-        )
-        self.spec = feature_metric_spec("fid", extractor)
 
 
 def frechet_distance(
@@ -302,11 +146,14 @@ def frechet_distance(
     Raises:
         RuntimeError: (torchmetrics) when either set has fewer than 2 images.
     """
-    metric = NetworkFID(extractor)
-    for images, real in ((gts, True), (recons, False)):
-        for start in range(0, images.shape[0], batch_size):
-            metric.update(images[start : start + batch_size], real=real)
+    metric = FeatureFID(extractor.num_features, spec=feature_metric_spec("fid", extractor))
+    for start in range(0, gts.shape[0], batch_size):
+        batch = slice(start, start + batch_size)
+        metric.update(extractor(recons[batch]), extractor(gts[batch]))
     return metric.compute()
+
+
+# ---- metrics that run their own network ------------------------------------------------------------------
 
 
 def fid_inception_availability() -> tuple[bool, str]:
@@ -323,22 +170,35 @@ def fid_inception_availability() -> tuple[bool, str]:
     )
 
 
-def fid_inception_metric(*, antialias: bool = True) -> FrechetInceptionDistance:
-    """The standard FID metric (inputs float [0, 1]); ``antialias`` changed default in torchmetrics 1.8.
+class InceptionFID(FrechetInceptionDistance, SpecMetric):
+    """The standard FID (``fid_inception@v1``): ``update(recons, gts)`` images; float64 states.
+
+    ``antialias`` changed default in torchmetrics 1.8 and is pinned in the spec.
 
     Raises:
         MissingFileError: when :func:`fid_inception_availability` is False.
     """
-    available, reason = fid_inception_availability()
-    path = Path(torch.hub.get_dir()) / "checkpoints" / FID_INCEPTION_FILE
-    if not available:
-        raise MissingFileError(path, reason.split("fix: ", 1)[-1])
-    return FrechetInceptionDistance(
-        feature=2048, normalize=True, feature_extractor_weights_path=str(path), antialias=antialias
-    )
 
+    def __init__(self, *, antialias: bool = True) -> None:
+        available, reason = fid_inception_availability()
+        path = Path(torch.hub.get_dir()) / "checkpoints" / FID_INCEPTION_FILE
+        if not available:
+            raise MissingFileError(path, reason.split("fix: ", 1)[-1])
+        super().__init__(
+            feature=2048, normalize=True, feature_extractor_weights_path=str(path), antialias=antialias
+        )
+        self.set_dtype(torch.float64)
+        self.set_spec(fid_inception_spec(antialias=antialias))
 
-# ---- LPIPS -----------------------------------------------------------------------------------------------
+    @classmethod
+    def from_id(cls, metric_id: str, **context: object) -> InceptionFID:
+        """From ``fid_inception@v1``."""
+        return check_round_trip(cls(), metric_id)  # type: ignore[return-value]
+
+    def update(self, pred: Tensor, target: Tensor) -> None:  # type: ignore[override]
+        """Add ground-truth (real) and reconstructed (fake) images, uint8 HWC or float CHW in [0, 1]."""
+        super().update(as_float_images(target), real=True)
+        super().update(as_float_images(pred), real=False)
 
 
 def lpips_availability(net: LpipsNet = "alex") -> tuple[bool, str]:
@@ -391,150 +251,163 @@ def lpips_distance_per_item(recons: Tensor, gts: Tensor, model: nn.Module, *, ba
     return out
 
 
-class LPIPSDistance(Metric):
-    """Mean LPIPS over pairs (lower is better); sum and count states."""
+class LPIPSDistance(PerItemMean):
+    """Mean LPIPS over pairs (lower is better): ``update(recons, gts)`` images, per-pair distances kept."""
 
-    is_differentiable = False
     higher_is_better = False
-    full_state_update = False
-    distance_sum: Tensor
-    n_items: Tensor
 
     def __init__(
         self, net: LpipsNet = "alex", *, random_backbone: bool = False, batch_size: int = 32
     ) -> None:
         super().__init__()
         self.model, self.batch_size = build_lpips(net, random_backbone=random_backbone), batch_size
-        self.spec = lpips_spec(net, random_backbone=random_backbone)
-        self.add_state("distance_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("n_items", torch.tensor(0), dist_reduce_fx="sum")
+        self.set_spec(lpips_spec(net, random_backbone=random_backbone))
 
-    def update(self, pred: Tensor, target: Tensor) -> None:
-        """Add reconstructions (``pred``) and their ground truths."""
-        distances = lpips_distance_per_item(pred, target, self.model, batch_size=self.batch_size)
-        self.distance_sum += distances.sum().to(self.distance_sum.device)
-        self.n_items += distances.numel()
+    @classmethod
+    def from_id(cls, metric_id: str, **context: object) -> LPIPSDistance:
+        """From ``lpips/<alex|vgg|squeeze>:v0.1@v1``."""
+        net = parse_metric_id(metric_id)[1].removesuffix(":v0.1")
+        if net not in _LPIPS_BACKBONES:
+            raise ConfigError(f"unknown LPIPS backbone {net!r}\n  fix: use one of {list(_LPIPS_BACKBONES)}")
+        return check_round_trip(cls(net), metric_id)  # type: ignore[arg-type,return-value]
 
-    def compute(self) -> Tensor:
-        """The mean distance."""
-        return self.distance_sum / self.n_items
+    def score_items(self, pred: Tensor, target: Tensor) -> Tensor:  # type: ignore[override]
+        """LPIPS of each pair."""
+        return lpips_distance_per_item(pred, target, self.model, batch_size=self.batch_size)
+
+
+METRICS.register("lpips", LPIPSDistance)
+METRICS.register("fid_inception", InceptionFID)
+
+
+def _network_bound_availability(metric_id: str) -> tuple[bool, str]:
+    name, network, _ = parse_metric_id(metric_id)
+    if name == "fid_inception":
+        return fid_inception_availability()
+    net = network.removesuffix(":v0.1")
+    if net not in _LPIPS_BACKBONES:
+        raise ConfigError(f"unknown LPIPS backbone {net!r}\n  fix: use one of {list(_LPIPS_BACKBONES)}")
+    return lpips_availability(net)  # type: ignore[arg-type]
 
 
 # ---- every column at once --------------------------------------------------------------------------------
 
-MINDEYE_PLAN: tuple[tuple[str, str], ...] = (
-    *(("identification_2way", net) for net in ("alexnet:2", "alexnet:5", "inception_v3", "clip_vit_l14")),
-    ("corrdist", "effnet_b1"),
-    ("corrdist", "swav"),
+WORLD_CLIP_OUTPUTS = ("clip_image", "layer:1", "layer:2", "layer:3", "layer:4")
+MINDEYE_PLAN: tuple[str, ...] = (
+    *(f"identification_2way/{net}@v1" for net in ("alexnet:2", "alexnet:5", "inception_v3", "clip_vit_l14")),
+    "corrdist/effnet_b1@v1",
+    "corrdist/swav@v1",
 )
-WORLD_PLAN: tuple[tuple[str, str], ...] = (
-    ("identification_2way", "effnet_lite0"),
-    ("corrdist", "effnet_lite0"),
-    ("identification_2way", "world-clip:v1/clip_image"),
-    *(("identification_2way", f"world-clip:v1/layer:{k}") for k in range(1, WORLD_CLIP_LAYERS + 1)),
-    ("fid", "world-clip:v1/clip_image"),
-    ("fid_inception", ""),
-    ("lpips", "alex"),
+WORLD_PLAN: tuple[str, ...] = (
+    "identification_2way/effnet_lite0@v1",
+    "corrdist/effnet_lite0@v1",
+    *(f"identification_2way/world-clip:v1/{output}@v1" for output in WORLD_CLIP_OUTPUTS),
+    "fid/world-clip:v1/clip_image@v1",
+    "fid_inception@v1",
+    "lpips/alex:v0.1@v1",
 )
 DEFAULT_PLAN = MINDEYE_PLAN + WORLD_PLAN
-
-
-@dataclass(frozen=True)
-class FeatureScores:
-    """Numbers keyed by spec id, their specs, chance levels (2-way only), and absent columns with reasons."""
-
-    values: dict[str, float] = field(default_factory=dict)
-    specs: dict[str, MetricSpec] = field(default_factory=dict)
-    chance: dict[str, float] = field(default_factory=dict)
-    absent: dict[str, str] = field(default_factory=dict)
+_FEATURE_FAMILIES = ("identification_2way", "corrdist", "fid")
 
 
 def score_reconstructions(
     recons: Tensor,
     gts: Tensor,
-    plan: Sequence[tuple[str, str]] = DEFAULT_PLAN,
+    plan: Sequence[str] = DEFAULT_PLAN,
     *,
     batch_size: int = 64,
     block_size: int = 1024,
-) -> FeatureScores:
-    """Every ``(metric, network)`` of ``plan`` that can run here; the others go to ``absent`` with the reason.
+    stim_ids: np.ndarray | None = None,
+    cache: TruthFeatureCache | None = None,
+) -> EvalResult:
+    """Every column of ``plan`` that can run here; the others go to ``absent`` with the reason.
 
-    Networks are built once and their features dropped after their last metric, so at most one network's
-    ``2 × N × feature_dim`` features are held at a time. Metrics: ``identification_2way``, ``corrdist``,
-    ``fid`` (registry network ids), ``fid_inception`` (network ``""``) and ``lpips`` (``alex|vgg|squeeze``).
+    Args:
+        recons: reconstructions, uint8 ``(N, H, W, 3)`` or float ``(N, 3, H, W)`` in [0, 1].
+        gts: ground-truth images, same N.
+        plan: column ids: ``identification_2way|corrdist|fid/<feature network>@v1``, ``fid_inception@v1``,
+            ``lpips/<net>:v0.1@v1``.
+        batch_size: images per network batch.
+        block_size: rows per block of the 2-way identification.
+        stim_ids: ``(N,)`` stimulus ids of the ground truths, the keys of ``cache``.
+        cache: ground-truth features by stimulus; read when it holds every row, else filled.
+
+    Raises:
+        ConfigError: for an id that is not a feature metric, or an unknown network.
     """
-    scores, n = FeatureScores(), int(gts.shape[0])
-    by_network: dict[tuple[str, str], list[str]] = {}
-    for metric, network in plan:
-        key = (metric, network) if metric in ("fid_inception", "lpips") else ("network", network)
-        by_network.setdefault(key, []).append(metric)
-    for (kind, network), metrics in by_network.items():
-        if kind == "lpips":
-            _score_lpips(scores, recons, gts, network, batch_size)
-        elif kind == "fid_inception":
-            _score_fid_inception(scores, recons, gts, batch_size)
+    result, n = EvalResult(), int(gts.shape[0])
+    by_network: dict[str, list[str]] = {}
+    for metric_id in plan:
+        name, network, _ = parse_metric_id(metric_id)
+        family = metric_family(name)
+        if family in ("fid_inception", "lpips"):
+            available, reason = _network_bound_availability(metric_id)
+            if not available:
+                result.absent[metric_id] = reason
+                continue
+            metric = build_metric(metric_id)
+            for start in range(0, n, batch_size):
+                metric.update(recons[start : start + batch_size], gts[start : start + batch_size])
+            result.add_metric(metric)
+        elif family in _FEATURE_FAMILIES:
+            by_network.setdefault(network, []).append(metric_id)
         else:
-            _score_network(scores, recons, gts, get_network(network), metrics, n, batch_size, block_size)
-    return scores
+            raise ConfigError(
+                f"{metric_id!r} is not a feature metric\n  fix: use {_FEATURE_FAMILIES} or lpips"
+            )
+    networks = []
+    for network_id, ids in by_network.items():
+        net = feature_network(network_id)
+        available, reason = net.availability()
+        if available:
+            networks.append(net)
+        else:
+            result.absent.update(dict.fromkeys(ids, reason))
+    for group in group_by_model(networks):
+        metrics = {
+            net.network_id: [
+                build_metric(
+                    metric_id,
+                    spec=feature_metric_spec(metric_family(parse_metric_id(metric_id)[0]), net, n_items=n),  # type: ignore[arg-type]
+                    num_features=net.feature_dim,
+                    block_size=block_size,
+                )
+                for metric_id in by_network[net.network_id]
+            ]
+            for net in group
+        }
+        _score_group(group, metrics, recons, gts, batch_size, stim_ids, cache)
+        for group_metrics in metrics.values():
+            for metric in group_metrics:
+                result.add_metric(metric)
+    return result
 
 
-def _score_network(
-    scores: FeatureScores,
+def _score_group(
+    group: list[FeatureNetwork],
+    metrics: dict[str, list[SpecMetric]],
     recons: Tensor,
     gts: Tensor,
-    network: FeatureNetwork,
-    metrics: list[str],
-    n: int,
     batch_size: int,
-    block_size: int,
+    stim_ids: np.ndarray | None,
+    cache: TruthFeatureCache | None,
 ) -> None:
-    specs = {
-        metric: feature_metric_spec(cast(FeatureMetric, metric), network, n_items=n) for metric in metrics
-    }
-    available, reason = network.availability()
-    if not available:
-        scores.absent.update({spec.id: reason for spec in specs.values()})
-        return
-    extractor = network.build()
-    features: list[Tensor] = []  # (reconstructions, ground truths), extracted once for 2-way and corrdist
-    for metric, spec in specs.items():
-        if metric == "fid":
-            value = frechet_distance(recons, gts, extractor, batch_size=batch_size)
+    """One forward pass of the group's model per batch; every metric of its networks updated per batch."""
+    extractor = build_shared_pass(group)
+    use_cache = cache is not None and stim_ids is not None
+    truth = cache.lookup(group, stim_ids) if use_cache else None  # type: ignore[union-attr,arg-type]
+    computed: dict[str, list[Tensor]] = {net.network_id: [] for net in group}
+    for start in range(0, int(gts.shape[0]), batch_size):
+        batch = slice(start, start + batch_size)
+        predicted = extractor(recons[batch])
+        if truth is None:
+            true = extractor(gts[batch])
+            for network_id, features in true.items():
+                computed[network_id].append(features)
         else:
-            features = features or [
-                extract_features(extractor, x, batch_size=batch_size) for x in (recons, gts)
-            ]
-            if metric == "identification_2way":
-                value = two_way_identification(features[0], features[1], block_size=block_size)
-                scores.chance[spec.id] = IDENTIFICATION_CHANCE
-            else:
-                value = correlation_distance(features[0], features[1])
-        scores.values[spec.id], scores.specs[spec.id] = float(value), spec
-
-
-def _score_lpips(scores: FeatureScores, recons: Tensor, gts: Tensor, name: str, batch_size: int) -> None:
-    if name not in _LPIPS_BACKBONES:
-        raise ConfigError(f"unknown LPIPS backbone {name!r}\n  fix: use one of {list(_LPIPS_BACKBONES)}")
-    net = cast(LpipsNet, name)
-    spec = lpips_spec(net)
-    available, reason = lpips_availability(net)
-    if not available:
-        scores.absent[spec.id] = reason
-        return
-    model = build_lpips(net)
-    value = lpips_distance_per_item(recons, gts, model, batch_size=batch_size).mean()
-    scores.values[spec.id], scores.specs[spec.id] = float(value), spec
-
-
-def _score_fid_inception(scores: FeatureScores, recons: Tensor, gts: Tensor, batch_size: int) -> None:
-    spec = fid_inception_spec()
-    available, reason = fid_inception_availability()
-    if not available:
-        scores.absent[spec.id] = reason
-        return
-    metric = fid_inception_metric()
-    metric.set_dtype(torch.float64)
-    for images, real in ((gts, True), (recons, False)):
-        for start in range(0, images.shape[0], batch_size):
-            metric.update(as_float_images(images[start : start + batch_size]), real=real)
-    scores.values[spec.id], scores.specs[spec.id] = float(metric.compute()), spec
+            true = {network_id: features[batch] for network_id, features in truth.items()}
+        for network_id, network_metrics in metrics.items():
+            for metric in network_metrics:
+                metric.update(predicted[network_id], true[network_id])
+    if truth is None and use_cache:
+        cache.store(group, stim_ids, {k: torch.cat(v) for k, v in computed.items()})  # type: ignore[union-attr,arg-type]

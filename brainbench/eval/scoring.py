@@ -5,7 +5,9 @@ stimulus store and manifest, and is only computed when the dataset has it:
 
 - the zero-shot candidate classes (``manifest.zero_shot``) as prompt embeddings, with each test row's class;
 - the test stimuli's captions, as mean caption embeddings, for brain<->text retrieval;
-- the ground-truth images and clips, when the method generated ``images`` or ``frames``.
+- the ground-truth images and clips, when the method generated ``images`` or ``frames``; the ground-truth
+  features of the reconstruction metrics are cached by stimulus in ``<prepared>/eval_features/``
+  (:class:`~brainbench.eval.truth_features.TruthFeatureCache`), so later runs of the split reuse them.
 
 The backbone's text tower is loaded only when prompts or captions exist.
 """
@@ -23,8 +25,11 @@ from brainbench.data.stimulus_store import StimulusStore
 from brainbench.errors import DataFormatError
 from brainbench.eval.evaluator import EvalResult, evaluate
 from brainbench.eval.reconstruction import score_outputs
+from brainbench.eval.truth_features import TruthFeatureCache
 from brainbench.metrics.text_retrieval import caption_embeddings
 from brainbench.metrics.zeroshot import PROMPT_TEMPLATES, ZeroShotTask
+
+TRUTH_FEATURES_DIR = "eval_features"
 
 
 def evaluate_test_split(
@@ -81,9 +86,9 @@ def _score_generated(
         truth = {"images": torch.from_numpy(store.images(stim_ids))}
         if "frames" in predictions:
             truth["frames"] = torch.from_numpy(store.frames(stim_ids))
-    scores = score_outputs(predictions, truth)
-    for key, value in scores.values.items():
-        result.add(scores.specs[key], value, scores.chance.get(key, float("nan")))
+    cache = TruthFeatureCache(prepared / TRUTH_FEATURES_DIR, str(manifest.stimulus_store.get("sha256", "")))
+    scores = score_outputs(predictions, truth, stim_ids=stim_ids, cache=cache)
+    result.merge(scores)
     return scores.absent
 
 

@@ -83,7 +83,12 @@ def _as_clips(clips: Tensor | np.ndarray, what: str) -> np.ndarray:
     return array
 
 
-def _paired(pred: Tensor | np.ndarray, target: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_clips(pred: Tensor | np.ndarray, target: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both clip batches as uint8 ``(N, F, H, W, 3)`` arrays of one shape.
+
+    Raises:
+        ValueError: on another dtype or layout, or different shapes.
+    """
     pred_np, target_np = _as_clips(pred, "pred"), _as_clips(target, "target")
     if pred_np.shape != target_np.shape:
         raise ValueError(
@@ -152,7 +157,7 @@ def frame_ssim(
     Equal to ``skimage.metrics.structural_similarity`` called frame by frame (tested to 1e-10), computed on
     blocks of ``block_size`` frames with ``scipy.ndimage`` filters (reflect mode, border cropped as skimage).
     """
-    pred_np, target_np = _paired(pred, target)
+    pred_np, target_np = check_clips(pred, target)
     n, f = pred_np.shape[:2]
     flat_pred, flat_target = (
         pred_np.reshape(n * f, *pred_np.shape[2:]),
@@ -176,7 +181,7 @@ def frame_psnr(
         identical: ``"floor"`` (the spec) floors the MSE at ``1/(3HW)``, one grey level in one value;
             ``"inf"`` gives skimage's ``inf`` for identical frames.
     """
-    pred_np, target_np = _paired(pred, target)
+    pred_np, target_np = check_clips(pred, target)
     mse = np.stack(
         [
             ((p.astype(np.float64) - t) ** 2).mean(axis=(1, 2, 3))
