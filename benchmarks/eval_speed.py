@@ -6,7 +6,11 @@ Each case runs in its own spawned process, so its peak resident memory (``ru_max
   ``clip_image`` (128), the world scale: retrieval both ways and both variants, 2-way identification;
 - ``embedding-nsd``: the same at ViT-L/14 scale (257 x 768 tokens, 768 pooled);
 - ``reconstruction``: :func:`brainbench.eval.reconstruction.score_images` on 64 px images (PixCorr, SSIM,
-  world-CLIP 2-way / correlation distance / FID and every other network available on this machine).
+  world-CLIP 2-way / correlation distance / FID and every other network available on this machine), with no
+  ground-truth feature cache (a split's first scoring);
+- ``reconstruction-cached``: the same with the ground-truth features already in a
+  :class:`~brainbench.eval.truth_features.TruthFeatureCache` (every later scoring of the split; the cache is
+  filled by an untimed first call).
 
 Inputs are random (predictions = targets + noise), so the numbers measure cost, not quality.
 
@@ -22,19 +26,21 @@ import argparse
 import csv
 import multiprocessing
 import resource
+import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-CASES = ("embedding-world", "embedding-nsd", "reconstruction")
+CASES = ("embedding-world", "embedding-nsd", "reconstruction", "reconstruction-cached")
 
 
 def _inputs(case: str, n: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     generator = torch.Generator().manual_seed(0)
-    if case == "reconstruction":
+    if case.startswith("reconstruction"):
         truth = torch.randint(0, 256, (n, 64, 64, 3), dtype=torch.uint8, generator=generator)
         noise = torch.randint(-40, 41, truth.shape, generator=generator)
         return {"images": (truth.int() + noise).clamp(0, 255).to(torch.uint8)}, {"images": truth}
@@ -50,7 +56,17 @@ def _child(case: str, n: int, queue: multiprocessing.Queue) -> None:
     from brainbench.eval.evaluator import evaluate
     from brainbench.eval.reconstruction import score_images
 
+    cache_dir = tempfile.TemporaryDirectory()
+
     def run(predictions: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> int:
+        if case == "reconstruction-cached":
+            from brainbench.eval.truth_features import TruthFeatureCache
+
+            cache = TruthFeatureCache(cache_dir.name)
+            ids = np.arange(len(targets["images"]))
+            return len(
+                score_images(predictions["images"], targets["images"], stim_ids=ids, cache=cache).values
+            )
         if case == "reconstruction":
             return len(score_images(predictions["images"], targets["images"]).values)
         return len(
@@ -59,6 +75,8 @@ def _child(case: str, n: int, queue: multiprocessing.Queue) -> None:
 
     run(*_inputs(case, 16))  # warm-up: imports, network weights, thread pools
     predictions, targets = _inputs(case, n)
+    if case == "reconstruction-cached":
+        run(predictions, targets)  # fills the ground-truth feature cache (untimed)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     n_metrics = run(predictions, targets)

@@ -402,8 +402,9 @@ def _score_group(
         predicted = extractor(recons[batch])
         if truth is None:
             true = extractor(gts[batch])
-            for network_id, features in true.items():
-                computed[network_id].append(features)
+            if use_cache:  # kept for the cache (the metrics hold views of the same tensors)
+                for network_id, features in true.items():
+                    computed[network_id].append(features)
         else:
             true = {network_id: features[batch] for network_id, features in truth.items()}
         for network_id, network_metrics in metrics.items():

@@ -24,6 +24,8 @@ from torch import Tensor
 from brainbench.eval.feature_metrics import DEFAULT_PLAN, score_reconstructions
 from brainbench.eval.result import EvalResult
 from brainbench.eval.truth_features import TruthFeatureCache
+from brainbench.metrics.base import SpecMetric
+from brainbench.metrics.image_metrics import chained_blocks
 from brainbench.metrics.registry import build_metric, metric_family
 from brainbench.metrics.specs import parse_metric_id
 
@@ -56,10 +58,16 @@ def score_images(
         raise ValueError(f"{recons.shape[0]} reconstructions for {ground_truth.shape[0]} ground-truth images")
     result = EvalResult()
     pixel = [i for i in plan if metric_family(parse_metric_id(i)[0]) in _PIXEL_FAMILIES]
+    by_chain: dict[str, list[SpecMetric]] = {}
     for metric_id in pixel:
         metric = build_metric(metric_id)
-        metric.update(recons, ground_truth)
-        result.add_metric(metric)
+        by_chain.setdefault(metric.chain.id, []).append(metric)  # type: ignore[attr-defined]
+    for chain_id, metrics in by_chain.items():  # each chain's resize runs once for all its metrics
+        for block in chained_blocks(recons, ground_truth, chain_id):
+            for metric in metrics:
+                metric.update(block)
+        for metric in metrics:
+            result.add_metric(metric)
     features = [i for i in plan if i not in pixel]
     result.merge(
         score_reconstructions(

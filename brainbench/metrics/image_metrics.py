@@ -64,7 +64,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -198,10 +199,27 @@ def structural_similarity(
 
 
 # --------------------------------------------------------------------------------------------- per image
-def _blocks(
-    pred: ImageBatch, target: ImageBatch, chain: str | ResolutionChain, block_size: int
-) -> tuple[ResolutionChain, int, Callable[[int], tuple[Tensor, Tensor]]]:
-    """Validate both batches; return the chain, N, and a loader of chain-processed blocks by start index."""
+@dataclass(frozen=True)
+class ChainedPairs:
+    """A block of (reconstruction, ground truth) pairs already through ``chain``: float64 ``(B, 3, S, S)``.
+
+    Pixel metrics of one chain accept these in ``update`` instead of raw images, so the resize (most of
+    their cost) runs once for all of them.
+    """
+
+    chain: ResolutionChain
+    pred: Tensor
+    target: Tensor
+
+
+def chained_blocks(
+    pred: ImageBatch, target: ImageBatch, chain: str | ResolutionChain = "brainbench", block_size: int = 8
+) -> Iterator[ChainedPairs]:
+    """Validate both batches and yield ``block_size`` pairs at a time through ``chain``.
+
+    Raises:
+        ValueError: on mismatched N (or sizes under the native chain).
+    """
     chain = get_chain(chain)
     pred_t, target_t = check_images(pred, "pred"), check_images(target, "target")
     if pred_t.shape[0] != target_t.shape[0] or pred_t.shape[0] == 0:
@@ -213,12 +231,11 @@ def _blocks(
             f"pred {image_side(pred_t)} and target {image_side(target_t)} differ in size under the native "
             "chain\n  fix: pick a chain that resizes, e.g. 'brainbench'"
         )
-
-    def load(start: int) -> tuple[Tensor, Tensor]:
+    for start in range(0, int(pred_t.shape[0]), block_size):
         stop = start + block_size
-        return apply_chain(pred_t[start:stop], chain), apply_chain(target_t[start:stop], chain)
-
-    return chain, int(pred_t.shape[0]), load
+        yield ChainedPairs(
+            chain, apply_chain(pred_t[start:stop], chain), apply_chain(target_t[start:stop], chain)
+        )
 
 
 def pixcorr_per_image(
@@ -235,17 +252,16 @@ def pixcorr_per_image(
     Returns:
         ``(N,)`` float64 in ``[-1, 1]``; 0 where either image is constant.
     """
-    _, n, load = _blocks(pred, target, chain, block_size)
-    out = torch.empty(n, dtype=torch.float64)
-    for start in range(0, n, block_size):
-        xb, yb = load(start)
-        xc = xb.reshape(xb.shape[0], -1)
-        yc = yb.reshape(yb.shape[0], -1)
-        xc, yc = xc - xc.mean(dim=1, keepdim=True), yc - yc.mean(dim=1, keepdim=True)
-        denominator = (xc.square().sum(dim=1) * yc.square().sum(dim=1)).sqrt()
-        r = (xc * yc).sum(dim=1) / denominator.clamp_min(torch.finfo(torch.float64).tiny)
-        out[start : start + xb.shape[0]] = torch.where(denominator > 0, r, torch.zeros_like(r)).cpu()
-    return out
+    return torch.cat([_pixcorr_block(block) for block in chained_blocks(pred, target, chain, block_size)])
+
+
+def _pixcorr_block(block: ChainedPairs) -> Tensor:
+    xc = block.pred.reshape(block.pred.shape[0], -1)
+    yc = block.target.reshape(block.target.shape[0], -1)
+    xc, yc = xc - xc.mean(dim=1, keepdim=True), yc - yc.mean(dim=1, keepdim=True)
+    denominator = (xc.square().sum(dim=1) * yc.square().sum(dim=1)).sqrt()
+    r = (xc * yc).sum(dim=1) / denominator.clamp_min(torch.finfo(torch.float64).tiny)
+    return torch.where(denominator > 0, r, torch.zeros_like(r)).cpu()
 
 
 def ssim_per_image(
@@ -268,15 +284,15 @@ def ssim_per_image(
     Returns:
         ``(N,)`` float64.
     """
-    chain, n, load = _blocks(pred, target, chain, block_size)
-    out = torch.empty(n, dtype=torch.float64)
-    for start in range(0, n, block_size):
-        xb, yb = load(start)
-        if chain.ssim_colour == "grey":
-            xb, yb = to_grey(xb), to_grey(yb)
-        scores = structural_similarity(xb, yb, layout=layout)
-        out[start : start + xb.shape[0]] = scores.cpu()
-    return out
+    blocks = chained_blocks(pred, target, chain, block_size)
+    return torch.cat([_ssim_block(block, layout) for block in blocks])
+
+
+def _ssim_block(block: ChainedPairs, layout: SSIMLayout) -> Tensor:
+    xb, yb = block.pred, block.target
+    if block.chain.ssim_colour == "grey":
+        xb, yb = to_grey(xb), to_grey(yb)
+    return structural_similarity(xb, yb, layout=layout).cpu()
 
 
 def psnr_per_image(
@@ -294,13 +310,12 @@ def psnr_per_image(
     Returns:
         ``(N,)`` float64 decibels; ``inf`` where the images are identical.
     """
-    _, n, load = _blocks(pred, target, chain, block_size)
-    out = torch.empty(n, dtype=torch.float64)
-    for start in range(0, n, block_size):
-        xb, yb = load(start)
-        mse = (xb - yb).square().mean(dim=(1, 2, 3))
-        out[start : start + xb.shape[0]] = (10.0 * torch.log10(DATA_RANGE**2 / mse)).cpu()
-    return out
+    return torch.cat([_psnr_block(block) for block in chained_blocks(pred, target, chain, block_size)])
+
+
+def _psnr_block(block: ChainedPairs) -> Tensor:
+    mse = (block.pred - block.target).square().mean(dim=(1, 2, 3))
+    return (10.0 * torch.log10(DATA_RANGE**2 / mse)).cpu()
 
 
 def pixcorr(pred: ImageBatch, target: ImageBatch, *, chain: str | ResolutionChain = "brainbench") -> Tensor:
@@ -383,9 +398,18 @@ class _PerImageMean(PerItemMean):
         """Per-image scores of a batch of pairs (layouts as in the per-image functions)."""
         raise NotImplementedError
 
-    def update(self, pred: ImageBatch, target: ImageBatch) -> None:  # type: ignore[override]
-        """Score a batch of pairs and keep the per-image scores."""
-        super().update(pred, target)
+    def update(self, pred: ImageBatch | ChainedPairs, target: ImageBatch | None = None) -> None:  # type: ignore[override]
+        """Score a batch of pairs (or a :class:`ChainedPairs` block of this chain) and keep the scores."""
+        if isinstance(pred, ChainedPairs):
+            if pred.chain != self.chain:
+                raise ConfigError(f"{self.spec.id} got images of chain {pred.chain.id}, not {self.chain.id}")
+            self.scores.append(self.score_block(pred))
+        else:
+            super().update(pred, target)
+
+    def score_block(self, block: ChainedPairs) -> Tensor:
+        """Per-image scores of a block already through the chain."""
+        raise NotImplementedError
 
     @classmethod
     def from_id(cls, metric_id: str, **context: object) -> _PerImageMean:
@@ -416,6 +440,10 @@ class PixCorr(_PerImageMean):
         """PixCorr of each pair."""
         return pixcorr_per_image(pred, target, chain=self.chain)
 
+    def score_block(self, block: ChainedPairs) -> Tensor:
+        """PixCorr of each chained pair."""
+        return _pixcorr_block(block)
+
 
 class SSIM(_PerImageMean):
     """Torchmetrics form of :func:`ssim_per_image` (mean over images); spec in ``.spec``."""
@@ -431,6 +459,10 @@ class SSIM(_PerImageMean):
         """SSIM of each pair."""
         return ssim_per_image(pred, target, chain=self.chain, layout=self.layout)
 
+    def score_block(self, block: ChainedPairs) -> Tensor:
+        """SSIM of each chained pair."""
+        return _ssim_block(block, self.layout)
+
 
 class PSNR(_PerImageMean):
     """Torchmetrics form of :func:`psnr_per_image` (mean over images; ``inf`` if any pair is identical)."""
@@ -445,3 +477,7 @@ class PSNR(_PerImageMean):
     def score_items(self, pred: ImageBatch, target: ImageBatch) -> Tensor:  # type: ignore[override]
         """PSNR of each pair."""
         return psnr_per_image(pred, target, chain=self.chain)
+
+    def score_block(self, block: ChainedPairs) -> Tensor:
+        """PSNR of each chained pair."""
+        return _psnr_block(block)
