@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchmetrics.utilities import dim_zero_cat
 
 from brainbench.errors import ConfigError
-from brainbench.metrics.base import check_round_trip, option
+from brainbench.metrics.base import cat_rows, check_round_trip, option
 from brainbench.metrics.similarity import PairedRowsMetric, similarity_blocks
 from brainbench.metrics.specs import MetricSpec, parse_metric_id
 
@@ -121,6 +120,6 @@ class TwoWayIdentification(PairedRowsMetric):
     def compute(self) -> Tensor:
         """Score every accumulated row (per-prediction scores in ``computed_per_item``)."""
         self.computed_per_item = two_way_identification_per_item(
-            dim_zero_cat(self.pred), dim_zero_cat(self.target), block_size=self.block_size
+            cat_rows(self.pred), cat_rows(self.target), block_size=self.block_size
         )
         return self.computed_per_item.mean()

@@ -14,10 +14,9 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor
-from torchmetrics.utilities import dim_zero_cat
 
 from brainbench.errors import BrainbenchError
-from brainbench.metrics.base import SpecMetric
+from brainbench.metrics.base import SpecMetric, cat_rows
 
 BLOCK_BYTES = 256 * 2**20  # per normalised input block
 
@@ -125,7 +124,7 @@ class SharedSimilarity:
         for known, _, similarity in self._entries:
             if known == key:
                 return similarity
-        similarity = cosine_similarity_matrix(dim_zero_cat(pred), dim_zero_cat(target), block_size=block_size)
+        similarity = cosine_similarity_matrix(cat_rows(pred), cat_rows(target), block_size=block_size)
         self._entries.append((key, tensors, similarity))
         return similarity
 
@@ -155,9 +154,7 @@ class PairedRowsMetric(SpecMetric):
         """``(N, N)`` cosine similarity of the rows (brain rows, image columns), through ``shared``."""
         if shared is not None and isinstance(self.pred, list):
             return shared.cosine(self.pred, self.target, block_size=block_size)
-        return cosine_similarity_matrix(
-            dim_zero_cat(self.pred), dim_zero_cat(self.target), block_size=block_size
-        )
+        return cosine_similarity_matrix(cat_rows(self.pred), cat_rows(self.target), block_size=block_size)
 
     def n_rows(self) -> int:
         """Rows accumulated so far."""
