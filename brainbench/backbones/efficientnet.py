@@ -43,8 +43,8 @@ class _LiteBlock(nn.Module):
         self.expand, self.residual = expand, stride == 1 and c_in == c_out
 
     def forward(self, x: Tensor) -> Tensor:
-        h = F.relu6(self._bn0(self._expand_conv(x))) if self.expand != 1 else x
-        h = self._bn2(self._project_conv(F.relu6(self._bn1(self._depthwise_conv(h)))))
+        h = F.relu6(self._bn0(self._expand_conv(x)), inplace=True) if self.expand != 1 else x
+        h = self._bn2(self._project_conv(F.relu6(self._bn1(self._depthwise_conv(h)), inplace=True)))
         return h + x if self.residual else h
 
 
@@ -80,10 +80,10 @@ class EfficientNetLite0(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Pooled features ``(B, 1280)`` of TF-Lite-normalised images."""
-        x = F.relu6(self._bn0(self._conv_stem(x)))
+        x = F.relu6(self._bn0(self._conv_stem(x)), inplace=True)
         for block in self._blocks:
             x = block(x)
-        return F.relu6(self._bn1(self._conv_head(x))).mean(dim=(2, 3))
+        return F.relu6(self._bn1(self._conv_head(x)), inplace=True).mean(dim=(2, 3))
 
     def classify(self, x: Tensor) -> Tensor:
         """ImageNet-1k logits ``(B, 1000)``."""

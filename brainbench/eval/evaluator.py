@@ -1,6 +1,6 @@
 """One evaluator for every method: named predictions in, spec-keyed numbers out.
 
-:func:`evaluate` reads prediction *names*, never methods (``/work/shared/DESIGN.md``, "Predictions").
+:func:`evaluate` reads prediction *names*, never methods (the design's "Predictions" rule).
 For every name present in both ``predictions`` and ``targets`` (e.g. ``clip_image`` ``(N, D)``,
 ``clip_tokens`` ``(N, T, D)``) it computes, in the embedding space ``network``:
 

@@ -1,6 +1,6 @@
 r"""Exhaustive two-way identification, the definition MindEye1/2 and Brain-Diffuser share.
 
-Source: ``/work/shared/reference/metrics.md`` §1.2 (MindEye1 ``two_way_identification``, MindEye2 same
+Source: ``metrics.md`` §1.2 (MindEye1 ``two_way_identification``, MindEye2 same
 function, Brain-Diffuser ``pairwise_corr_all``). With ``R[i, j] = Pearson(GT_i, PRED_j)`` over flattened
 features,
 

@@ -1,6 +1,6 @@
 r"""Pixel-level image metrics: PixCorr, SSIM and PSNR, each under a pinned resolution chain.
 
-Protocol: ``/work/shared/reference/metrics.md`` §1.3 (per-metric preprocessing of MindEye1/2 and
+Protocol: ``metrics.md`` §1.3 (per-metric preprocessing of MindEye1/2 and
 Brain-Diffuser), §1.4 (the scikit-image SSIM trap), §1.5 (resize traps), §4.5 (torchmetrics SSIM is *not*
 bit-exact with scikit-image). Images first go through a resolution chain
 (:class:`brainbench.metrics.preprocess.ResolutionChain`), which yields float64 ``(N, 3, S, S)`` in ``[0, 1]``

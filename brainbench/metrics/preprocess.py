@@ -2,7 +2,7 @@
 
 Pixel-level metrics (PixCorr, SSIM, PSNR; ``brainbench.metrics.image_metrics``) depend on how images were
 resized, quantised and turned grey before they are compared, and the published NSD numbers used different
-chains (``/work/shared/reference/metrics.md`` §1.3, §1.5). A :class:`ResolutionChain` is that recipe as
+chains (``metrics.md`` §1.3, §1.5). A :class:`ResolutionChain` is that recipe as
 *data*: one frozen record per flavour, registered by id in :data:`CHAINS`. Its id and version go into the
 metric spec (``brainbench.metrics.specs.MetricSpec``); changing a chain means a new chain version, hence a new
 spec version, never an edit in place.

@@ -1,7 +1,7 @@
 r"""Brain↔image retrieval: both directions, named explicitly, and both N-way variants, kept apart.
 
 Similarity (MindEye1 ``src/Retrievals.py``, MindEye2 ``final_evaluations.ipynb``, Lite-Mind
-``src/inference_litemind.py``; see ``/work/shared/reference/metrics.md`` §1.6) is the cosine of the
+``src/inference_litemind.py``; see ``metrics.md`` §1.6) is the cosine of the
 L2-normalised, flattened embeddings. Row ``i`` of ``pred`` (brain side) and row ``i`` of ``target`` (image
 side) are the same stimulus, and the similarity matrix always has **brain predictions on the rows, images on
 the columns** (:func:`brainbench.metrics.similarity.cosine_similarity_matrix`):

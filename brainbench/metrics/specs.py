@@ -4,7 +4,7 @@ A :class:`MetricSpec` pins one number's definition: the metric, the embedding sp
 computed in, its parameters (pool size, draws, seed, variant, ...) and a version. The leaderboard stores
 the full spec id as the column name, so numbers computed with different definitions never share a column.
 
-Id grammar (brain-score style, see ``/work/shared/STYLE.md``)::
+Id grammar (brain-score style)::
 
     <metric>[/<network>]@v<N>
 

@@ -1,6 +1,6 @@
 r"""Video reconstruction metrics of MinD-Video and NeuroClips: frame SSIM/PSNR, N-way top-k, CLIP-pcc.
 
-Sources (``/work/shared/reference/metrics.md`` §3; reference code re-read at the commits metrics.md names):
+Sources (``metrics.md`` §3; reference code re-read at the commits metrics.md names):
 MinD-Video ``jqin4749/MindVideo`` ``src/MindVideo/utils/eval_metrics.py`` + ``scripts/run_metrics.py``
 (§3.2), NEURONS ``xmed-lab/NEURONS`` ``eval_metrics.py`` + ``run_metrics.py`` (§3.3, the public metric
 code closest to NeuroClips, which ships none), Mind-Animator ``Evaluation Metrics/ST_level_metric.py``
