@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from brainbench.errors import ConfigError, DataFormatError
+from brainbench.eval.video_metrics import frame_psnr
 from brainbench.generators.video import (
     AE_NAME,
     GENERATOR_NAME,
@@ -20,7 +21,6 @@ from brainbench.generators.video import (
     neighbour_rows,
     to_uint8_clips,
 )
-from brainbench.metrics.video import frame_psnr
 from brainbench.world.clip import sha256_file
 
 INPUTS = {"blurry": "frame_latents", "keyframe": "clip_tokens", "caption": "clip_text"}

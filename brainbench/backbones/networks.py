@@ -44,8 +44,6 @@ Example:
 
 from __future__ import annotations
 
-from typing import Union
-
 import torch  # noqa: F401  (doctest)
 
 from brainbench.backbones.efficientnet import LITE_MEAN, LITE_STD, effnet_lite0_core
@@ -63,7 +61,7 @@ from brainbench.backbones.weights import hf_cache, hub_checkpoint, package_file,
 from brainbench.errors import ConfigError
 from brainbench.registry import Registry
 
-NetworkEntry = Union[FeatureNetwork, OpenClipNetwork, HFNetwork]  # noqa: UP007
+NetworkEntry = FeatureNetwork | OpenClipNetwork | HFNetwork
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 # world-clip v1 (brainbench/world/assets/world-clip-v1/open_clip_config.json, checked by the tests)
