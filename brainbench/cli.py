@@ -171,6 +171,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "versatile-diffusion, sd-img2img, animatediff-sparsectrl",
     )
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    bench.add_argument("--resume", default=None, help="continue an interrupted run: latest or a run id")
+    bench.add_argument("--logger", default="csv", help="csv, tensorboard, wandb or mlflow")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,7 +234,7 @@ def _run(args: argparse.Namespace) -> None:
         from brainbench.world import clip
 
         if args.world_command == "generate":
-            from brainbench.bench import default_home
+            from brainbench.data.preparation import default_home
             from brainbench.data.registry import generate_world_dataset
 
             root = generate_world_dataset(args.dataset, args.preset, args.subjects, default_home(), args.root)
@@ -243,7 +245,7 @@ def _run(args: argparse.Namespace) -> None:
             card = train_world_clip(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
             print(json.dumps(card, indent=2))
         elif args.world_command == "train-decoder":
-            from brainbench.bench import default_home
+            from brainbench.data.preparation import default_home
             from brainbench.generators.train_world_decoder import train_world_decoder
 
             card = train_world_decoder(
@@ -261,14 +263,15 @@ def _run(args: argparse.Namespace) -> None:
 
             train_video([o for o in args.options if o != "--"])
         elif args.world_command == "calibrate":
-            from brainbench.bench import BenchRequest, default_home, prepare_dataset
+            from brainbench.data.preparation import default_home
+            from brainbench.request import BenchRequest
             from brainbench.world.build import world_root
             from brainbench.world.calibration import calibration_report
 
             request = BenchRequest(
                 method="ridge", subject=args.subject, world_preset=args.preset, home=default_home()
             )
-            prepared = prepare_dataset(request)
+            prepared = request.prepared_folder()
             report = calibration_report(world_root(default_home(), args.preset), prepared, args.subject)
             print(json.dumps(report, indent=2))
         else:
@@ -281,7 +284,8 @@ def _run(args: argparse.Namespace) -> None:
             + ", ".join(f"{k} {v['n_samples']}" for k, v in manifest.splits.items())
         )
     elif args.command == "bench":
-        from brainbench.bench import BenchRequest, default_home, format_summary, run_bench
+        from brainbench.bench import BenchRequest, format_summary, run_bench
+        from brainbench.data.preparation import default_home
 
         devices = int(args.devices) if args.devices.isdigit() else args.devices
         request = BenchRequest(
@@ -306,12 +310,14 @@ def _run(args: argparse.Namespace) -> None:
             val_fraction=args.val_fraction,
             generator=args.generator,
             progress=not args.quiet,
+            resume=args.resume,
+            logger=args.logger,
         )
         row, result = run_bench(request)
         if row:  # ranks other than 0 of an externally launched DDP job return an empty row
             print(format_summary(result, row, request.leaderboards))
     elif args.command == "describe":
-        from brainbench.bench import describe
+        from brainbench.describe import describe
 
         info = describe(args.method, args.scale)
         print(
@@ -320,7 +326,7 @@ def _run(args: argparse.Namespace) -> None:
         )
         print(f"  paper:    {info['paper']}\n  fidelity: {info['fidelity']}")
     elif args.command == "list":
-        from brainbench.bench import DATASETS
+        from brainbench.data.registry import DATASETS
         from brainbench.methods import list_methods, list_scales
         from brainbench.world.config import WORLD_PRESETS
 
