@@ -210,7 +210,7 @@ def _one_line(error: Exception, source: str) -> ConfigError:
     return ConfigError(f"{source}: {_simplify(message)}")
 
 
-def _keys(parser: ArgumentParser) -> set[str]:
+def config_keys(parser: ArgumentParser) -> set[str]:
     """The parser's leaf keys (``trainer.max_epochs``; not the ``data`` group's own config-loading option)."""
     dests = {a.dest for a in parser._actions if a.dest != "help" and not a.dest.endswith(".help")}
     return {d for d in dests if not any(other.startswith(f"{d}.") for other in dests)}
@@ -367,7 +367,7 @@ def load_run_config(
         raise ConfigError(f"{source}: unknown key '{unknown[0]}'; valid: {', '.join(SECTIONS)}")
     cls = _model_class(raw, source, request.method)
     parser = config_parser(cls)
-    keys = _keys(parser)
+    keys = config_keys(parser)
     check_keys(raw, keys, source)
     try:
         parser.parse_object(raw, defaults=False)
