@@ -105,7 +105,7 @@ def _add_adapter_options(parser: argparse.ArgumentParser, adapter: Callable[...,
             continue
         flag = "--dataset-name" if name == "dataset" else f"--{name.replace('_', '-')}"
         kinds = [t for t in typing.get_args(hints[name]) if t is not type(None)] or [hints[name]]
-        text = helps.get(name, name.replace("_", " "))
+        text = helps.get(name, name.replace("_", " ")).replace("%", "%%")
         if kinds[0] is bool:
             parser.add_argument(flag, dest=name, action="store_true", help=text)
         elif param.default is param.empty:
@@ -204,10 +204,16 @@ def _list() -> None:
 
 def _bench(argv: list[str]) -> None:
     from brainbench.bench import format_summary, run_bench
-    from brainbench.config import parse_bench_args
+    from brainbench.config import parse_bench_args, split_argv
+    from brainbench.errors import ConfigError
 
-    request, _ = parse_bench_args(argv)
-    row, result = run_bench(request)
+    request, config = parse_bench_args(argv)
+    if "config" in inspect.signature(run_bench).parameters:
+        row, result = run_bench(request, config=config)
+    elif any(not t.startswith("--generator.kind") for t in split_argv(argv)[1]):  # they would be dropped
+        raise ConfigError("--section.key overrides need run_bench(request, config=...) in brainbench.bench")
+    else:
+        row, result = run_bench(request)
     if row:  # ranks other than 0 of an externally launched DDP job return an empty row
         print(format_summary(result, row, request.leaderboards))
 

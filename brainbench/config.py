@@ -48,19 +48,16 @@ if TYPE_CHECKING:
 SECTIONS = ("dataset", "model", "data", "trainer", "generator", "pretrain")
 #: Trainer arguments the request sets (the command-line option to use instead)
 TRAINER_OWNED = {
-    "accelerator": "--accelerator",
-    "strategy": "--strategy",
-    "devices": "--devices",
-    "num_nodes": "--num-nodes",
-    "precision": "--precision",
-    "default_root_dir": "--runs",
-    "enable_progress_bar": "--quiet",
-    "enable_model_summary": "--quiet",
-    "use_distributed_sampler": "(the datamodule splits its loaders by rank itself)",
+    **{name: f"--{name.replace('_', '-')}" for name in ("accelerator", "strategy", "devices", "num_nodes")},
+    **{"precision": "--precision", "default_root_dir": "--runs", "enable_progress_bar": "--quiet"},
+    **{
+        "enable_model_summary": "--quiet",
+        "use_distributed_sampler": "(the datamodule splits by rank itself)",
+    },
 }
 #: FMRIDataModule arguments the run sets
 DATA_OWNED = {
-    "data_dir": "--data-root / the prepared folder",
+    "data_dir": "--data-root (the prepared folder)",
     "num_workers": "--num-workers",
     "seed": "--seed",
 }
@@ -86,7 +83,7 @@ def docstring_help(obj: object) -> dict[str, str]:
                 helps.setdefault(name, entry.group(2).strip())
             elif section and name and line.startswith(" " * 5) and helps.get(name) is not None:
                 helps[name] = f"{helps[name]} {line.strip()}".strip()
-    return {k: v.replace("%", "%%") for k, v in helps.items()}
+    return {k: re.sub(r":\w+:`~?([^`]+)`", r"\1", v).replace("``", "") for k, v in helps.items()}
 
 
 def _fill_help(parser: ArgumentParser, prefix: str, obj: object) -> None:
@@ -162,6 +159,8 @@ def add_config_sections(parser: ArgumentParser, model_class: type | None, with_d
     )
     for action in parser._actions:  # required keys are checked on the merged config (overrides come apart)
         action.required = False
+        if action.help == "Path to a configuration file.":  # a section from its own file: not offered
+            action.help = argparse.SUPPRESS
 
 
 def config_parser(model_class: type | None) -> ArgumentParser:
@@ -185,10 +184,8 @@ def bench_parser(model_class: type | None = None) -> ArgumentParser:
 
 
 def _simplify(text: str) -> str:
-    text = re.sub(r"<class '(?:[\w]+\.)*(\w+)'>", r"\1", text)
-    return re.sub(
-        r"typing\.|collections\.abc\.|NoneType", lambda m: "None" if m.group() == "NoneType" else "", text
-    )
+    text = re.sub(r"<class '(?:[\w]+\.)*(\w+)'>", r"\1", text).replace("NoneType", "None")
+    return re.sub(r"typing\.|collections\.abc\.", "", text)
 
 
 def _one_line(error: Exception, source: str) -> ConfigError:
@@ -414,6 +411,11 @@ def _parse_overrides(parser: ArgumentParser, keys: set[str], tokens: list[str]) 
         return _plain(parser.parse_args(tokens, defaults=False))
     except argparse.ArgumentError as error:
         raise _one_line(error, "command line") from None
+
+
+def config_name(config: dict[str, Any]) -> str:
+    """The config's name for the leaderboard (``world``, ``world-image-only``, ... or a YAML file's stem)."""
+    return Path(config["path"]).stem
 
 
 def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -58,6 +59,15 @@ def test_every_shipped_config_loads_unchanged(method, scale):
         assert init_args.pop("max_epochs") == raw["trainer"]["max_epochs"]
     assert init_args == raw["model"]["init_args"]
     assert request.dataset == config["dataset"] == raw.get("dataset", "world-nsd")
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parent / "configs").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_the_test_configs_load(path):
+    method = path.stem.split("_")[0]
+    _, config = load_run_config(BenchRequest(method=method, config=str(path)))
+    assert config["trainer"]["max_epochs"] == yaml.safe_load(path.read_text())["trainer"]["max_epochs"]
 
 
 def test_max_epochs_is_written_once_and_follows_the_trainer(tmp_path):
@@ -188,7 +198,6 @@ def test_todays_flag_spellings_still_parse():
 
 def _ridge_with_generator():
     import tempfile
-    from pathlib import Path
 
     config = load_method_config("ridge", "world")
     config.pop("path")
