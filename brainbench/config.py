@@ -366,8 +366,8 @@ def load_run_config(
     parser = config_parser(cls)
     keys = config_keys(parser)
     check_keys(raw, keys, source)
-    try:
-        parser.parse_object(raw, defaults=False)
+    try:  # typed values: YAML reads `1e-3` as a string, the float argument gets 0.001
+        typed = _plain(parser.parse_object(raw, defaults=False))
     except argparse.ArgumentError as error:
         raise _one_line(error, source) from None
     tokens = list(overrides)
@@ -379,7 +379,7 @@ def load_run_config(
             f"--generator {cli['generator'].get('kind')}: the {request.method} config has no generator "
             "section (the method predicts no embedding a generator is set up for)"
         )
-    merged = _merge(raw, cli)
+    merged = _merge(typed, cli)
     source = f"{path} (with the command-line overrides)" if tokens else source
     _check_required(merged, cls, request, source)
     dataset = request.dataset or str(merged.get("dataset") or "world-nsd")

@@ -121,6 +121,17 @@ def test_bad_yaml_and_an_empty_file_are_one_line_errors(tmp_path, text, expected
     assert expected in _load_error(tmp_path, text=text)
 
 
+def test_values_are_typed_by_the_signature(tmp_path):
+    path = _write(
+        tmp_path, text=(CONFIG_ROOT / "litemind" / "world.yaml").read_text().replace("3.0e-3", "3e-3")
+    )
+    assert (
+        yaml.safe_load(Path(path).read_text())["model"]["init_args"]["lr"] == "3e-3"
+    )  # YAML 1.1 reads a str
+    _, config = load_run_config(BenchRequest(method="litemind", config=path))
+    assert config["model"]["init_args"]["lr"] == 3e-3
+
+
 def test_a_logger_is_checked_against_its_class_and_returned_as_class_path(tmp_path):
     logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "logs"}}
     path = _write(tmp_path, lambda c: c["trainer"].update(logger=logger))
