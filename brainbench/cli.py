@@ -272,7 +272,7 @@ def _run(args: argparse.Namespace) -> None:
             + ", ".join(f"{k} {v['n_samples']}" for k, v in manifest.splits.items())
         )
     elif args.command == "describe":
-        from brainbench.bench import describe
+        from brainbench.describe import describe
 
         info = describe(args.method, args.scale)
         print(

@@ -86,6 +86,15 @@ def docstring_help(obj: object) -> dict[str, str]:
     return {k: re.sub(r":\w+:`~?([^`]+)`", r"\1", v).replace("``", "") for k, v in helps.items()}
 
 
+def request_class() -> type[BenchRequest]:
+    """The request dataclass, imported on use (``brainbench.bench`` imports this module)."""
+    try:
+        from brainbench.request import BenchRequest
+    except ImportError:
+        from brainbench.bench import BenchRequest
+    return BenchRequest
+
+
 def _fill_help(parser: ArgumentParser, prefix: str, obj: object) -> None:
     """Gives the options under ``prefix`` the help of ``obj``'s docstring where jsonargparse found none."""
     helps = docstring_help(obj)
@@ -105,8 +114,7 @@ def _default_of(field: dataclasses.Field) -> tuple[bool, Any]:
 
 def add_request_options(parser: ArgumentParser) -> None:
     """One option per :class:`BenchRequest` field (``--data-root`` and ``--data_root``), typed and helped."""
-    from brainbench.bench import BenchRequest  # bench imports this module
-
+    BenchRequest = request_class()  # noqa: N806
     hints = typing.get_type_hints(BenchRequest)
     helps = docstring_help(BenchRequest)
     for field in dataclasses.fields(BenchRequest):
@@ -471,11 +479,9 @@ def parse_bench_args(argv: Sequence[str]) -> tuple[BenchRequest, dict[str, Any]]
             print("brainbench bench: error: --method is required (see `brainbench list`)", file=sys.stderr)
             raise SystemExit(2) from None
         raise _option_error(error, parser) from None
-    from brainbench.bench import BenchRequest  # bench imports this module
-
     values = _plain(namespace)
     print_config = values.pop("print_config")
-    request, config = load_run_config(BenchRequest(**values), section_tokens)
+    request, config = load_run_config(request_class()(**values), section_tokens)
     if config.get("generator") and any(t.startswith("--generator.kind") for t in section_tokens):
         request = replace(request, generator=config["generator"]["kind"])
     if print_config:
