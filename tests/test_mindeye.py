@@ -54,9 +54,12 @@ def test_paper_parameter_count_on_meta_device():
 
 
 def test_nsd_config_matches_paper_defaults():
-    config = load_method_config("mindeye", "nsd")["model"]["init_args"]
+    full = load_method_config("mindeye", "nsd")
+    config = full["model"]["init_args"]
     assert config["hidden"] == 4096 and config["n_blocks"] == 4 and config["proj_hidden"] == 2048
-    assert config["max_epochs"] == 240 and config["mixup_pct"] == 0.33 and config["mixco_temp"] == 0.006
+    assert (
+        full["trainer"]["max_epochs"] == 240 and config["mixup_pct"] == 0.33 and config["mixco_temp"] == 0.006
+    )
 
 
 def test_mixco_mixes_half_with_beta_weights():
