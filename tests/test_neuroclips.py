@@ -13,13 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from brainbench.backbones.frame_autoencoder import TemporalAttention
+from brainbench.backbones.sd_vae import SDVAEFrames
 from brainbench.describe import scale_shapes
 from brainbench.errors import ConfigError, MissingFileError
 from brainbench.generators import build_generator, generator_inputs
-from brainbench.generators.animatediff import AnimateDiffSparseCtrlGenerator, SDVAEFrames
+from brainbench.generators.animatediff import AnimateDiffSparseCtrlGenerator
 from brainbench.generators.base import GenerationContext
 from brainbench.generators.diffusers_backends import LatentDiffusionGenerator
-from brainbench.generators.video import TemporalAttention
 from brainbench.methods import build_method, load_method_config
 from brainbench.methods.mindeye import mixco, mixco_nce
 from brainbench.methods.neuroclips import NeuroClips, fit_ridge_pivot

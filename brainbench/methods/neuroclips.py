@@ -49,7 +49,7 @@ closed form on the dataset's training stimuli, not fine-tuned on MSCOCO; the key
 keyframe (frame 2, the test frame of the code) every epoch; SR and PR are trained together in one run
 (they share no weights); fp32. At world scale the widths, epochs and learning rate are scaled (see the
 config); at real scale (``cc2017.yaml``) the autoencoder is the SD VAE (``autoencoder: sd-vae:<id>``,
-:class:`~brainbench.generators.animatediff.SDVAEFrames`: ``0.18215 · mode(VAE.encode(2x - 1))``, 4 x 28 x 28
+:class:`~brainbench.backbones.sd_vae.SDVAEFrames`: ``0.18215 · mode(VAE.encode(2x - 1))``, 4 x 28 x 28
 at 224 px), whose latents the ``animatediff-sparsectrl`` generator takes as its blurry video.
 
 Example:
@@ -72,7 +72,7 @@ from torch import nn
 
 from brainbench.data.feature_cache import FeatureCache
 from brainbench.errors import ConfigError
-from brainbench.generators.video import FrameAutoencoder, ResBlock, TemporalAttention, load_autoencoder
+from brainbench.backbones.frame_autoencoder import FrameAutoencoder, ResBlock, TemporalAttention, load_autoencoder
 from brainbench.methods.base import DecoderModule, adamw_one_cycle
 from brainbench.methods.mindeye import mixco, mixco_nce
 from brainbench.metrics.trials import SingleTrialRetrieval
@@ -360,7 +360,7 @@ class NeuroClips(DecoderModule):
         elif hp.autoencoder == "world-video-ae":
             self.autoencoder = load_autoencoder()
         elif isinstance(hp.autoencoder, str) and hp.autoencoder.startswith("sd-vae:"):
-            from brainbench.generators.animatediff import load_sd_vae
+            from brainbench.backbones.sd_vae import load_sd_vae
 
             self.autoencoder = load_sd_vae(hp.autoencoder.removeprefix("sd-vae:"), size)
         else:
