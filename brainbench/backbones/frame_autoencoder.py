@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
@@ -190,3 +191,88 @@ def load_autoencoder(directory: Path | None = None, verify: bool = True) -> Fram
     ae = FrameAutoencoder(model_cfg["image_size"], model_cfg["latent_channels"], tuple(model_cfg["channels"]))
     ae.load_state_dict(state)
     return ae.requires_grad_(False).eval()
+
+
+# ---------------------------------------------------------------- frame autoencoders by id
+
+
+def load_frame_encoder(autoencoder: str, image_size: int) -> nn.Module:
+    """A frozen frame autoencoder by id, for ``image_size`` px frames.
+
+    Args:
+        autoencoder: ``world-video-ae`` (the shipped :class:`FrameAutoencoder`) or
+            ``sd-vae:<model id or folder>`` (:func:`brainbench.backbones.sd_vae.load_sd_vae`).
+        image_size: frame side in pixels.
+
+    Returns:
+        A module with ``encode``, ``decode``, ``latent_shape`` and ``image_size``, gradients off.
+
+    Raises:
+        ConfigError: an unknown id, or frames of a size the autoencoder does not take.
+    """
+    if autoencoder == AE_NAME:
+        encoder: nn.Module = load_autoencoder()
+    elif autoencoder.startswith("sd-vae:"):
+        from brainbench.backbones.sd_vae import load_sd_vae
+
+        encoder = load_sd_vae(autoencoder.removeprefix("sd-vae:"), image_size)
+    else:
+        raise ConfigError(
+            f"unknown frame autoencoder {autoencoder!r}: use {AE_NAME!r} or 'sd-vae:<model id or folder>'"
+        )
+    if encoder.image_size != image_size:
+        raise ConfigError(
+            f"the autoencoder {autoencoder} takes {encoder.image_size} px frames, not {image_size} px"
+        )
+    return encoder.requires_grad_(False)
+
+
+def latent_target_name(autoencoder: str, image_size: int) -> str:
+    """The feature-cache name of the latents of ``frames:<image_size>``: ``latents:<px>:<autoencoder>``.
+
+    >>> latent_target_name("world-video-ae", 64)
+    'latents:64:world-video-ae'
+    """
+    return f"latents:{int(image_size)}:{autoencoder}"
+
+
+def is_latent_target(name: str) -> bool:
+    """Whether ``name`` is a ``latents:<px>:<autoencoder>`` feature."""
+    return name.startswith("latents:")
+
+
+def parse_latent_target(name: str) -> tuple[int, str]:
+    """``latents:<px>:<autoencoder>`` -> ``(px, autoencoder)``.
+
+    >>> parse_latent_target("latents:224:sd-vae:stabilityai/sd-vae-ft-mse")
+    (224, 'sd-vae:stabilityai/sd-vae-ft-mse')
+    """
+    kind, _, rest = name.partition(":")
+    size, _, autoencoder = rest.partition(":")
+    if kind != "latents" or not size.isdigit() or not autoencoder:
+        raise ConfigError(
+            f"feature {name!r} must look like latents:<pixels>:<autoencoder>, e.g. latents:64:{AE_NAME}"
+        )
+    return int(size), autoencoder
+
+
+@torch.no_grad()
+def encode_clips(encoder: nn.Module, frames: Any, chunk: int = 64) -> torch.Tensor:  # noqa: ANN401
+    """Latents ``(N, F, C, h, w)`` (float32, CPU) of clips ``(N, F, 3, S, S)`` in [0, 1] (array or tensor).
+
+    ``chunk`` clips go through the encoder at once, on the GPU when there is one (the SD VAE at 224 px is
+    slow on CPU); the encoder is moved back where it was afterwards.
+    """
+    home = next(encoder.parameters()).device
+    device = torch.device("cuda") if torch.cuda.is_available() else home
+    encoder.to(device)
+    try:
+        out = []
+        for start in range(0, len(frames), chunk):
+            clips = torch.as_tensor(np.asarray(frames[start : start + chunk], np.float32)).to(device)
+            out.append(encoder.encode(clips.flatten(0, 1)).unflatten(0, clips.shape[:2]).cpu())
+    finally:
+        encoder.to(home)
+    if not out:
+        return torch.empty(0, dtype=torch.float32)
+    return torch.cat(out)
