@@ -389,3 +389,16 @@ def test_build_generator_errors(prepared):
     generator = build_generator({"kind": "retrieval", "inputs": {"clip_image": "brain_clip"}}, context)
     with pytest.raises(ConfigError, match=r"needs predictions \['brain_clip'\]"):
         generator.generate_from_predictions({"clip_image": torch.randn(2, 8)})
+
+
+def test_generator_registry_lists_and_loads_every_kind():
+    from brainbench.generators import GENERATORS
+    from brainbench.generators.base import ImageGenerator
+    from brainbench.registry import Registry
+
+    assert isinstance(GENERATORS, Registry)
+    assert list(GENERATORS) == GENERATORS.list() == sorted(GENERATORS.list())
+    assert {"retrieval", "world-decoder", "world-video", "animatediff-sparsectrl"} <= set(GENERATORS)
+    for kind in GENERATORS.list():  # each id imports to the generator class of that id
+        cls = GENERATORS.load(kind)
+        assert issubclass(cls, ImageGenerator) and cls.generator_id == kind
