@@ -21,15 +21,11 @@ backbone output ``z`` feeds the diffusion prior only.
 (the per-token ``norm_embs`` scaling of MindEye1's targets is a per-sample scale, removed by this
 normalisation):
 
-* BiMixCo (epochs ``< int(mixup_pct * E)``): a random half of the batch (``rand <= 0.5``) gets
-  ``v_i <- lambda_i v_i + (1 - lambda_i) v_{pi(i)}`` with ``lambda_i ~ Beta(.15, .15)`` and ``pi`` a random
-  permutation (``lambda_i = 1`` for the others). Soft targets ``P_ii = lambda_i``,
-  ``P_{i,pi(i)} = 1 - lambda_i`` (set after the diagonal); with ``S_ij = b_i . c_j / tau``, ``tau = 0.006``:
-  ``L = -1/2 [mean_i sum_j P_ij log softmax_j(S_i.) + mean_j sum_i P_ij log softmax_i(S_.j)]``.
-* SoftCLIP (the remaining epochs): soft labels ``Q = softmax_row(c c^T / tau_e)`` from the CLIP-CLIP
-  similarities, ``L = -1/2 [mean_i sum_j Q_ij log softmax_j(S_ij) + mean_i sum_j Q_ij log softmax_j(S^T_ij)]``
-  with ``S = b c^T / tau_e`` and ``tau_e`` cosine-annealed over those epochs from 0.004 to 0.0075:
-  ``tau_e = end + (start - end) / 2 * (1 + cos(pi * e / (n - 1)))`` (``cosine_anneal``).
+* BiMixCo (paper Eq. 1) for the first ``int(mixup_pct * E)`` epochs: half the batch mixed with
+  ``lambda ~ Beta(.15, .15)``, soft targets ``lambda`` / ``1 - lambda``, ``tau = 0.006``;
+* SoftCLIP (paper Eq. 2) for the remaining epochs, soft labels ``softmax(c c^T / tau_e)`` with ``tau_e``
+  cosine-annealed from 0.004 to 0.0075 (``cosine_anneal``); both defined, with their released quirks, in
+  :mod:`brainbench.methods.losses` (:class:`~brainbench.methods.losses.ContrastiveSchedule`).
 * Validation uses the epoch's loss without mixing (plain bidirectional InfoNCE at 0.006 during BiMixCo).
 
 **Training**: AdamW (weight decay 1e-2, none on biases and LayerNorms), OneCycle with ``max_lr`` 3e-4,

@@ -33,8 +33,9 @@ validation split, see ``configs/neuroclips/world.yaml``). Predictions: the token
 reshaped to ``(c0, s0, s0)`` + GroupNorm, and ``DecoderVideo``: up blocks (a residual conv block, then
 temporal attention over the ``F`` frames with the learnable mix ``E = η E + (1 - η) Attn(E)`` (§3.1), then
 x2 upsampling except after the last) and a conv to the autoencoder's latent ``(C, h, w)``. Loss (paper Eq. 1
-with the code's weights): ``blur_scale (L1(ẑ, z) + 0.1 InfoNCE_τ=.2(ẑ, z))``, ``z`` the shipped frame
-autoencoder's latents of the ``F`` true frames, InfoNCE bidirectional between flattened clips of the batch.
+with the code's weights): ``blur_scale (L1(ẑ, z) + 0.1 InfoNCE_τ=.2(ẑ, z))``, ``z`` the frozen frame
+autoencoder's latents of the ``F`` true frames (the feature-cache target ``latents:<S>:<autoencoder>``,
+encoded once per stimulus), InfoNCE bidirectional between flattened clips of the batch.
 Prediction: ``frame_latents`` ``(F, C, h, w)``, the blurry video's latents.
 
 Faithful: both pathways' architectures (ridge, 4 residual mixer blocks, token head, 3-layer projector; the
@@ -274,7 +275,7 @@ class NeuroClips(DecoderModule):
         max_lr: OneCycle peak learning rate.
         weight_decay: AdamW decay on weight matrices.
         final_div_factor: OneCycle ``final_div_factor``.
-        max_epochs: schedule length (set it equal to the trainer's).
+        max_epochs: schedule length outside a trainer (a trainer's ``max_epochs`` takes precedence).
     """
 
     method_id = "neuroclips"
