@@ -441,3 +441,19 @@ def test_feature_cache_latents_are_what_neuroclips_trains_on(autoencoder, vae_di
             frames_target=names[0],
             decoder_widths=widths,
         )
+
+
+def test_latent_target_names_and_shapes_without_weights():
+    from brainbench.backbones.frame_autoencoder import (
+        latent_target_name,
+        latent_target_shape,
+        load_autoencoder,
+        parse_latent_target,
+    )
+
+    name = latent_target_name("sd-vae:stabilityai/sd-vae-ft-mse", 224)
+    assert parse_latent_target(name) == (224, "sd-vae:stabilityai/sd-vae-ft-mse")
+    assert latent_target_shape(name, 6) == (6, 4, 28, 28)  # what the real-scale PR regresses
+    assert latent_target_shape("latents:64:world-video-ae", 6) == (6, *load_autoencoder().latent_shape)
+    with pytest.raises(ConfigError, match=r"latents:<pixels>:<autoencoder>"):
+        parse_latent_target("latents:world-video-ae")

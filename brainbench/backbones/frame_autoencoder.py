@@ -256,6 +256,27 @@ def parse_latent_target(name: str) -> tuple[int, str]:
     return int(size), autoencoder
 
 
+def latent_target_shape(name: str, n_frames: int) -> tuple[int, int, int, int]:
+    """Per-stimulus shape ``(F, C, px/8, px/8)`` of a ``latents:<px>:<autoencoder>`` target, no weights read.
+
+    The shipped autoencoder's channels come from its card, an SD VAE's from the kl-f8 architecture.
+
+    >>> latent_target_shape("latents:224:sd-vae:stabilityai/sd-vae-ft-mse", 6)
+    (6, 4, 28, 28)
+    """
+    size, autoencoder = parse_latent_target(name)
+    if autoencoder == AE_NAME:
+        channels, factor = int(load_card(AE_NAME)["model"]["latent_channels"]), 8
+    elif autoencoder.startswith("sd-vae:"):
+        from brainbench.backbones.sd_vae import SD_VAE_CONFIG
+
+        channels = int(SD_VAE_CONFIG["latent_channels"])
+        factor = 2 ** (len(SD_VAE_CONFIG["block_out_channels"]) - 1)
+    else:
+        raise ConfigError(f"unknown frame autoencoder in {name!r}: use {AE_NAME!r} or 'sd-vae:<model id>'")
+    return (n_frames, channels, size // factor, size // factor)
+
+
 @torch.no_grad()
 def encode_clips(encoder: nn.Module, frames: Any, chunk: int = 64) -> torch.Tensor:  # noqa: ANN401
     """Latents ``(N, F, C, h, w)`` (float32, CPU) of clips ``(N, F, 3, S, S)`` in [0, 1] (array or tensor).
