@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from brainbench.errors import ConfigError
 from brainbench.methods import load_method_config
-from brainbench.methods.mindeye import mixco_nce
+from brainbench.methods.losses import mixco_nce
 from brainbench.methods.mindtuner import SHARED_FILE, LoRALinear, MindTuner, SkipLoRA
 
 SHAPES = {"clip_tokens": (3, 8), "clip_image": (8,), "clip_text": (6,)}
