@@ -19,18 +19,17 @@ from typing import Any
 
 import lightning as L
 import torch
-import yaml
 
+from brainbench.config import load_run_config
 from brainbench.data.datamodule import FMRIDataModule
 from brainbench.data.manifest import Manifest
 from brainbench.data.preparation import home_lock
 from brainbench.data.registry import DATASETS, get_dataset
-from brainbench.errors import ConfigError
 from brainbench.eval.evaluator import EvalResult
 from brainbench.eval.scoring import evaluate_test_split
 from brainbench.generators.run import generate_images
 from brainbench.leaderboard.store import RunRecord, append_row
-from brainbench.methods import build_method, load_method_config
+from brainbench.methods import build_method
 from brainbench.methods.base import DecoderModule
 from brainbench.pretraining import run_pretraining
 from brainbench.request import BenchRequest, config_name
@@ -64,41 +63,17 @@ def show_progress(progress: bool) -> None:
     log.setLevel(logging.INFO)
 
 
-def load_config(request: BenchRequest) -> dict[str, Any]:
-    """The method config named (or pointed at) by the request."""
-    dataset = request.dataset or "world-nsd"
-    name = request.config or ("world" if dataset.startswith("world") else dataset)
-    if name.endswith((".yaml", ".yml")):
-        path = Path(name)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        config = yaml.safe_load(path.read_text())
-        config["path"] = str(path)
-        return config
-    return load_method_config(request.method, name)
-
-
-def resolve_request(request: BenchRequest) -> tuple[BenchRequest, dict[str, Any]]:
-    """The request with its dataset filled in (the config's ``dataset`` when not given), and its config."""
-    config = load_config(request)
-    if request.dataset is None:
-        request = replace(request, dataset=str(config.get("dataset", "world-nsd")))
-    if request.generator is not None:
-        if not config.get("generator"):
-            raise ConfigError(
-                f"--generator {request.generator}: the {request.method} config has no generator section "
-                "(the method predicts no embedding a generator is set up for)"
-            )
-        config["generator"] = {**config["generator"], "kind": request.generator}
-    return request, config
-
-
-def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
+def run_bench(
+    request: BenchRequest, config: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], EvalResult]:
     """Runs the whole benchmark for one request; returns the leaderboard row and the evaluation.
 
     The run folder (``runs/<run id>``) gets ``run.json`` first, then checkpoints and logs while training, then
     the model and ``result.json``, and only then the leaderboard row: an append that fails loses nothing.
     ``request.resume`` continues an interrupted run from its ``last.ckpt`` under its run id.
+
+    ``config`` is the checked method config (:func:`brainbench.config.parse_bench_args` gives it with the
+    command line's overrides merged); by default it is read from ``request.config``.
 
     Under DDP only rank 0 evaluates, appends the row and saves the model; with the fork launcher used on CPU
     the calling process is rank 0, and with Lightning's script launcher (GPUs) the other ranks return an
@@ -107,7 +82,8 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
     t_start = time.time()
     quiet_lightning()
     show_progress(request.progress)
-    request, config = resolve_request(request)
+    if config is None:
+        request, config = load_run_config(request)
     prepared = request.prepared_folder()
     manifest = Manifest.load(prepared)
     data_cfg = dict(config.get("data") or {})

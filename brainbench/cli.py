@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import logging
 import sys
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -81,7 +82,7 @@ def _add_world(sub: argparse._SubParsersAction) -> None:
         "train-video",
         help="train the world frame autoencoder and video generator (run once; see train-video -- --help)",
     )
-    video.add_argument("options", nargs=argparse.REMAINDER, help="brainbench.generators.train_video options")
+    video.add_argument("options", nargs=argparse.REMAINDER, help="brainbench.world.train_video options")
     wsub.add_parser("info", help="print the shipped world CLIP's card (sha256, held-out accuracy)")
     cal = wsub.add_parser(
         "calibrate", help="reliability, noise ceilings and oracle retrieval of a world subject"
@@ -204,23 +205,17 @@ def _list() -> None:
 
 def _bench(argv: list[str]) -> None:
     from brainbench.bench import format_summary, run_bench
-    from brainbench.config import parse_bench_args, split_argv
-    from brainbench.errors import ConfigError
+    from brainbench.config import parse_bench_args
 
     request, config = parse_bench_args(argv)
-    if "config" in inspect.signature(run_bench).parameters:
-        row, result = run_bench(request, config=config)
-    elif any(not t.startswith("--generator.kind") for t in split_argv(argv)[1]):  # they would be dropped
-        raise ConfigError("--section.key overrides need run_bench(request, config=...) in brainbench.bench")
-    else:
-        row, result = run_bench(request)
+    row, result = run_bench(request, config=config)
     if row:  # ranks other than 0 of an externally launched DDP job return an empty row
         print(format_summary(result, row, request.leaderboards))
 
 
 def _run(args: argparse.Namespace) -> None:
     if args.command == "world":
-        from brainbench.world import clip
+        from brainbench.backbones import world_clip as clip
 
         if args.world_command == "generate":
             from brainbench.data.preparation import default_home
@@ -235,7 +230,7 @@ def _run(args: argparse.Namespace) -> None:
             print(json.dumps(card, indent=2))
         elif args.world_command == "train-decoder":
             from brainbench.data.preparation import default_home
-            from brainbench.generators.train_world_decoder import train_world_decoder
+            from brainbench.world.train_world_decoder import train_world_decoder
 
             card = train_world_decoder(
                 args.inputs,
@@ -248,7 +243,7 @@ def _run(args: argparse.Namespace) -> None:
             )
             print(json.dumps(card, indent=2))
         elif args.world_command == "train-video":
-            from brainbench.generators.train_video import main as train_video
+            from brainbench.world.train_video import main as train_video
 
             train_video([o for o in args.options if o != "--"])
         elif args.world_command == "calibrate":
@@ -285,9 +280,20 @@ def _run(args: argparse.Namespace) -> None:
         _list()
 
 
+def _console_logging(quiet: bool) -> None:
+    """Progress messages (logger ``brainbench``) on stderr; only warnings with ``--quiet``."""
+    log = logging.getLogger("brainbench")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[brainbench] %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; a :class:`BrainbenchError` prints its message (file + fix) instead of a traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    _console_logging(quiet="--quiet" in argv)
     try:
         if argv and argv[0] == "bench":
             _bench(argv[1:])

@@ -30,7 +30,7 @@ import typing
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from jsonargparse import ActionYesNo, ArgumentParser, Namespace
@@ -40,9 +40,7 @@ from brainbench.data.registry import DATASETS
 from brainbench.errors import ConfigError
 from brainbench.generators import GENERATORS
 from brainbench.methods import DATA_ARGS, METHODS, config_path, method_class_path, read_yaml, schedule_epochs
-
-if TYPE_CHECKING:
-    from brainbench.bench import BenchRequest
+from brainbench.request import BenchRequest
 
 #: the top-level keys of a method config, in the order the error messages list them
 SECTIONS = ("dataset", "model", "data", "trainer", "generator", "pretrain")
@@ -86,15 +84,6 @@ def docstring_help(obj: object) -> dict[str, str]:
     return {k: re.sub(r":\w+:`~?([^`]+)`", r"\1", v).replace("``", "") for k, v in helps.items()}
 
 
-def request_class() -> type[BenchRequest]:
-    """The request dataclass, imported on use (``brainbench.bench`` imports this module)."""
-    try:
-        from brainbench.request import BenchRequest
-    except ImportError:
-        from brainbench.bench import BenchRequest
-    return BenchRequest
-
-
 def _fill_help(parser: ArgumentParser, prefix: str, obj: object) -> None:
     """Gives the options under ``prefix`` the help of ``obj``'s docstring where jsonargparse found none."""
     helps = docstring_help(obj)
@@ -114,7 +103,6 @@ def _default_of(field: dataclasses.Field) -> tuple[bool, Any]:
 
 def add_request_options(parser: ArgumentParser) -> None:
     """One option per :class:`BenchRequest` field (``--data-root`` and ``--data_root``), typed and helped."""
-    BenchRequest = request_class()  # noqa: N806
     hints = typing.get_type_hints(BenchRequest)
     helps = docstring_help(BenchRequest)
     for field in dataclasses.fields(BenchRequest):
@@ -421,11 +409,6 @@ def _parse_overrides(parser: ArgumentParser, keys: set[str], tokens: list[str]) 
         raise _one_line(error, "command line") from None
 
 
-def config_name(config: dict[str, Any]) -> str:
-    """The config's name for the leaderboard (``world``, ``world-image-only``, ... or a YAML file's stem)."""
-    return Path(config["path"]).stem
-
-
 def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """``(request tokens, config override tokens)``; ``--generator KIND`` is ``--generator.kind=KIND``."""
     request, sections = [], []
@@ -481,7 +464,7 @@ def parse_bench_args(argv: Sequence[str]) -> tuple[BenchRequest, dict[str, Any]]
         raise _option_error(error, parser) from None
     values = _plain(namespace)
     print_config = values.pop("print_config")
-    request, config = load_run_config(request_class()(**values), section_tokens)
+    request, config = load_run_config(BenchRequest(**values), section_tokens)
     if config.get("generator") and any(t.startswith("--generator.kind") for t in section_tokens):
         request = replace(request, generator=config["generator"]["kind"])
     if print_config:

@@ -11,17 +11,19 @@ import torch
 import yaml
 from PIL import Image
 
-from brainbench.bench import BenchRequest, config_name, resolve_request
+from brainbench.config import load_run_config as resolve_request
 from brainbench.errors import ConfigError
 from brainbench.generators.run import save_gallery
 from brainbench.methods.litemind import LiteMind
 from brainbench.pretraining import pretrain_cache_dir, pretrain_subjects
+from brainbench.request import BenchRequest, config_name
 from brainbench.training import RunSettings, compile_model, trainer_precision
 
 
 def write_config(tmp_path: Path, **sections) -> str:
     config = {
-        "model": {"class_path": "brainbench.methods.ridge.Ridge", "init_args": {}},
+        "model": {"class_path": "brainbench.methods.ridge.RidgeDecoder", "init_args": {}},
+        "trainer": {"max_epochs": 1},
         "data": {"backbone": "world-clip:v1", "targets": ["clip_image"], "train_sessions": 1},
         **sections,
     }

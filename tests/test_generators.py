@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from brainbench.backbones.world_clip import sha256_file
 from brainbench.backbones.world_decoder import (
     VARIANTS,
     WEIGHTS_FILE,
@@ -23,7 +24,6 @@ from brainbench.errors import ConfigError, DataFormatError, MissingFileError
 from brainbench.generators import GenerationContext, build_generator
 from brainbench.generators.retrieval import RetrievalGenerator, nearest_rows
 from brainbench.generators.world_decoder import WorldDecoderGenerator
-from brainbench.world.clip import sha256_file
 
 N_STIMULI, SIDE = 12, 16
 TEST_IDS = np.array([1, 5, 9])

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
+from brainbench.backbones.world_clip import sha256_file
 from brainbench.errors import ConfigError, DataFormatError, MissingFileError
-from brainbench.world.clip import sha256_file
 
 #: the shipped world video assets (they stay under ``generators/assets``; read by path, nothing imported)
 ASSETS_DIR = Path(str(resources.files("brainbench"))) / "generators" / "assets"

@@ -52,8 +52,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
+from brainbench.backbones.world_clip import WORLD_CLIP_ARCH, WORLD_CLIP_TAG, sha256_file
 from brainbench.errors import ConfigError, DataFormatError, MissingFileError
-from brainbench.world.clip import WORLD_CLIP_ARCH, WORLD_CLIP_TAG, sha256_file
 
 WORLD_BACKBONE = f"{WORLD_CLIP_ARCH}:{WORLD_CLIP_TAG}"
 VARIANTS: dict[str, tuple[str, ...]] = {

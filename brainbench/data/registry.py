@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from brainbench.data.manifest import Manifest
+from brainbench.data.sources import ADAPTERS
 from brainbench.errors import ConfigError
 from brainbench.registry import Registry, import_target
 
@@ -37,7 +38,8 @@ class DatasetEntry:
 
     Attributes:
         name: the ``--dataset`` name.
-        adapter: ``module:function`` of the adapter (``prepare_*(root, subject, out, **options)``).
+        adapter: id of its adapter in :data:`brainbench.data.sources.ADAPTERS` (``prepare_<id>(root, subject,
+            out, **options)``).
         task: leaderboard file stem (``leaderboards/<name>/<task>.csv``).
         world: ``module:function`` generating the world (``(root, preset, subjects, progress) -> root``), or
             ``None`` for real data.
@@ -69,7 +71,7 @@ DATASETS: Registry[DatasetEntry] = Registry(
         for entry in (
             DatasetEntry(
                 "world-nsd",
-                "brainbench.data.sources.nsd:prepare_nsd",
+                "nsd",
                 "retrieval",
                 world="brainbench.world.build:generate_world",
                 world_folder="world-nsd",
@@ -77,7 +79,7 @@ DATASETS: Registry[DatasetEntry] = Registry(
             ),
             DatasetEntry(
                 "world-god",
-                "brainbench.data.sources.god:prepare_god",
+                "god",
                 "zeroshot",
                 world="brainbench.world.god:generate_world_god",
                 world_folder="world-god",
@@ -85,19 +87,17 @@ DATASETS: Registry[DatasetEntry] = Registry(
             ),
             DatasetEntry(
                 "world-cc2017",
-                "brainbench.data.sources.cc2017:prepare_cc2017",
+                "cc2017",
                 "video",
                 world="brainbench.world.cc2017:generate_world_cc2017",
                 world_folder="world-cc2017",
                 world_config="brainbench.world.cc2017:get_cc2017_config",
             ),
-            DatasetEntry(
-                "nsd", "brainbench.data.sources.nsd:prepare_nsd", "retrieval", real_version="nsd-2021"
-            ),
-            DatasetEntry("god", "brainbench.data.sources.god:prepare_god", "zeroshot", real_version="god-v2"),
+            DatasetEntry("nsd", "nsd", "retrieval", real_version="nsd-2021"),
+            DatasetEntry("god", "god", "zeroshot", real_version="god-v2"),
             DatasetEntry(
                 "cc2017",
-                "brainbench.data.sources.cc2017:prepare_cc2017",
+                "cc2017",
                 "video",
                 real_version="cc2017-wen2018",
             ),
@@ -187,7 +187,7 @@ def prepare(
     progress: bool,
 ) -> Manifest:
     """Runs the entry's adapter on ``raw_root`` (reusing an identical prepared ``out``)."""
-    adapter = _resolve(entry.adapter)
+    adapter = ADAPTERS.load(entry.adapter)
     return adapter(
         raw_root, subject, out, dataset=entry.name, dataset_version=version, progress=progress, **options
     )

@@ -391,7 +391,7 @@ class _OpenClipOutput(nn.Module):
 def _world_clip_core(output: str) -> Callable[[Path | None], nn.Module]:
     def build(path: Path | None) -> nn.Module:
         from brainbench.backbones.openclip import ImageBackbone, load_backbone
-        from brainbench.world.clip import create_world_clip
+        from brainbench.backbones.world_clip import create_world_clip
 
         if path is None:
             return _OpenClipOutput(ImageBackbone(create_world_clip(None), "world-clip:random"), output)

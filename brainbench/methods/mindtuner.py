@@ -63,6 +63,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -82,6 +83,8 @@ from brainbench.methods.losses import ContrastiveSchedule
 
 SHARED_FILE = "mindtuner_shared.safetensors"
 LORA_TARGETS = ("blocks", "head", "projector")
+
+log = logging.getLogger("brainbench")
 
 
 class LoRALinear(nn.Module):
@@ -374,7 +377,7 @@ class MindTuner(DecoderModule):
                 )
             self.load_state_dict(state, strict=False)
             self.pretrained_from = str(path)
-            print(f"[mindtuner] reused pre-trained shared weights from {path}", flush=True)
+            log.info(f"mindtuner: reused pre-trained shared weights from {path}")
             return
         t0 = time.time()
         n_pairs = self._fit_pivot_on(list(datamodules.values()))
@@ -395,7 +398,7 @@ class MindTuner(DecoderModule):
         }
         path.with_suffix(".json").write_text(json.dumps(record, indent=2))
         self.pretrained_from = str(path)
-        print(f"[mindtuner] pre-trained on subjects {record['subjects']} in {record['seconds']}s -> {path}")
+        log.info(f"mindtuner: pre-trained on subjects {record['subjects']} in {record['seconds']}s -> {path}")
 
     # -- fine-tuning ---------------------------------------------------------------------------------------
     def fit(
@@ -404,10 +407,10 @@ class MindTuner(DecoderModule):
         """Fine-tunes ridge + adapters (+ projector) on a pre-trained model, or everything from scratch."""
         if self.pretrained_from is None:
             n_pairs = self._fit_pivot_on([datamodule])
-            print(f"[mindtuner] scratch: every parameter trains; pivot fit on {n_pairs} training stimuli")
+            log.info(f"mindtuner: scratch: every parameter trains; pivot fit on {n_pairs} training stimuli")
         self.set_trainable("finetune" if self.pretrained_from else "scratch")
         n_train = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        print(f"[mindtuner] training {n_train:,} of {self.n_parameters():,} parameters", flush=True)
+        log.info(f"mindtuner: training {n_train:,} of {self.n_parameters():,} parameters")
         trainer.fit(self, datamodule=datamodule, ckpt_path=ckpt_path)
 
     def loss(

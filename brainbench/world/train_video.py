@@ -43,9 +43,9 @@ from brainbench.backbones.frame_autoencoder import (
     FrameAutoencoder,
     load_autoencoder,
 )
+from brainbench.backbones.world_clip import sha256_file
 from brainbench.backbones.world_video import GENERATOR_NAME, WorldVideoModel, load_video_model, to_uint8_clips
 from brainbench.eval.video_metrics import frame_psnr, frame_ssim
-from brainbench.world.clip import sha256_file
 
 SEED, MOVIE_KEY, FPS, FRAME_SIZE, N_FRAMES = 1, 901, 3, 64, 6
 BACKBONE = "world-clip:v1"

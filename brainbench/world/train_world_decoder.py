@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from brainbench.backbones.world_clip import load_world_clip_card, sha256_file
 from brainbench.backbones.world_decoder import (
     CHANNELS,
     VARIANTS,
@@ -43,7 +44,6 @@ from brainbench.backbones.world_decoder import (
     train_command,
     world_features,
 )
-from brainbench.world.clip import load_world_clip_card, sha256_file
 from brainbench.world.stimuli import generate_stimuli
 
 TRAIN_SEED = 7_000_003
