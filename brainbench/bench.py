@@ -25,6 +25,7 @@ from brainbench.data.datamodule import FMRIDataModule
 from brainbench.data.manifest import Manifest
 from brainbench.data.preparation import home_lock
 from brainbench.data.registry import DATASETS, get_dataset
+from brainbench.errors import RunInterrupted
 from brainbench.eval.evaluator import EvalResult
 from brainbench.eval.scoring import evaluate_test_split
 from brainbench.generators.run import generate_images
@@ -35,10 +36,13 @@ from brainbench.pretraining import run_pretraining
 from brainbench.request import BenchRequest, config_name
 from brainbench.runs import RESULT_FILE, RunFolder, launch_id, open_run, open_shared_run
 from brainbench.training import (
+    CHECKPOINT_DIR,
+    LAST_CHECKPOINT,
     TrainerFactory,
     best_checkpoint,
     compile_model,
     external_rank,
+    interrupted_by,
     peak_memory_mb,
     predict_test,
     quiet_lightning,
@@ -112,7 +116,15 @@ def run_bench(
         compile_model(model, make_trainer.settings)
     verb = "resuming" if run.resumed else "training"
     log.info("%s %s (%s parameters), run %s", verb, model.method_id, f"{model.n_parameters():,}", run.run_id)
-    model.fit(trainer, datamodule)
+    try:
+        model.fit(trainer, datamodule)
+    except (SystemExit, KeyboardInterrupt):  # Lightning's exits on SIGTERM and SIGINT
+        signal_name = interrupted_by(trainer)
+        if signal_name is None:
+            raise
+        raise RunInterrupted(
+            signal_name, run.run_id, str(run.path / CHECKPOINT_DIR / LAST_CHECKPOINT)
+        ) from None
     trainer.ckpt_path = None  # predict with the weights chosen below, never by reloading last.ckpt
     train_seconds = earlier_seconds + time.time() - t_train
     best = best_checkpoint(trainer)

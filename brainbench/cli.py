@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from brainbench import __version__
-from brainbench.errors import BrainbenchError
+from brainbench.errors import BrainbenchError, RunInterrupted
 
 EXAMPLES = """examples:
   brainbench bench --method litemind --subject 1          # embedded world, generated on first use
@@ -299,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
             _bench(argv[1:])
         else:
             _run(build_parser(argv).parse_args(argv))
+    except RunInterrupted as error:
+        print(f"brainbench: {error}", file=sys.stderr)
+        return error.exit_code
     except BrainbenchError as error:
         print(f"brainbench: error: {error}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElastic
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.strategies import DDPStrategy, Strategy
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from brainbench.data.datamodule import FMRIDataModule
 from brainbench.errors import ConfigError, DataFormatError
@@ -303,6 +304,39 @@ class TrainingClock(Callback):
         self.seconds = float(state_dict.get("seconds", 0.0))
 
 
+class InterruptCheckpoint(Callback):
+    """Saves ``last.ckpt`` when SIGTERM (preemption, ``timeout``, ``kill``) or SIGINT stops a fit.
+
+    Lightning turns SIGTERM into ``SIGTERMException`` and SIGINT into ``KeyboardInterrupt`` inside the loops;
+    both reach ``on_exception`` on every rank while the trainer is still set up, so the checkpoint is complete
+    (mid-epoch: the resumed run restarts that epoch). :attr:`signal_name` tells the caller which one it was.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.signal_name: str | None = None
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        """Saves the state the run had reached, for ``--resume``."""
+        if isinstance(exception, SIGTERMException):
+            self.signal_name = "SIGTERM"
+        elif isinstance(exception, KeyboardInterrupt):
+            self.signal_name = "SIGINT"
+        else:
+            return
+        trainer.save_checkpoint(self.path)
+
+
+def interrupted_by(trainer: L.Trainer) -> str | None:
+    """``SIGTERM``/``SIGINT`` when a signal stopped ``trainer``'s last fit (``None`` otherwise)."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, InterruptCheckpoint) and callback.signal_name:
+            return callback.signal_name
+    return None
+
+
 def resumed_progress(trainer: L.Trainer) -> tuple[int, float]:
     """``(epochs done, training seconds)`` of the run that ``trainer`` resumes; ``(0, 0.0)`` for a new run.
 
@@ -366,6 +400,7 @@ class TrainerFactory:
                 enable_version_counter=False,
             ),
             TrainingClock(),
+            InterruptCheckpoint(checkpoints / LAST_CHECKPOINT),
         ]
         if monitor is not None:
             callbacks.append(

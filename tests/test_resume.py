@@ -1,4 +1,4 @@
-"""Resumable runs: ``kill -9`` during training, then the same command with ``--resume latest``."""
+"""Resumable runs: ``kill -9`` or SIGTERM during training, then the same command with ``--resume``."""
 
 from __future__ import annotations
 
@@ -41,8 +41,20 @@ def _last_epoch(tmp: Path) -> int | None:
     return None
 
 
+def _signal_after_epoch(process: subprocess.Popen, tmp: Path, epoch: int, signum: int) -> int:
+    """Sends ``signum`` once ``last.ckpt`` reaches ``epoch``; returns the epoch it had."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        reached = _last_epoch(tmp)
+        if reached is not None and reached >= epoch:
+            os.kill(process.pid, signum)
+            return reached
+        time.sleep(0.05)
+    raise AssertionError(f"the run ended before epoch {epoch}: {process.stderr.read()[-2000:]}")
+
+
 @pytest.mark.slow
-def test_kill_9_then_resume_latest_finishes_from_the_checkpoint_with_one_row(tmp_path: Path) -> None:
+def test_kill_9_then_sigterm_then_resume_finishes_from_the_checkpoint_with_one_row(tmp_path: Path) -> None:
     config = yaml.safe_load((CONFIGS / "mindeye_tiny.yaml").read_text())
     config["trainer"]["max_epochs"] = EPOCHS  # long enough to be killed on the way
     if "max_epochs" in config["model"]["init_args"]:
@@ -71,14 +83,27 @@ def test_kill_9_then_resume_latest_finishes_from_the_checkpoint_with_one_row(tmp
     assert (run / RUN_FILE).is_file() and not (run / RESULT_FILE).is_file()
     assert not (tmp_path / "leaderboards" / "world-nsd" / "retrieval.csv").exists()
 
+    # the resumed run is preempted in turn: SIGTERM saves last.ckpt, exits 143 and says how to continue
+    second = subprocess.Popen(
+        _bench_command(tmp_path, config_path, "--resume", "latest"),
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _signal_after_epoch(second, tmp_path, killed_at + 2, signal.SIGTERM)
+    assert second.wait(timeout=120) == 143
+    message = second.stderr.read().strip().splitlines()[-1]
+    assert message.startswith("brainbench: SIGTERM") and f"--resume {run.name}" in message
+    assert not (run / RESULT_FILE).is_file()
+
     done = subprocess.run(
-        _bench_command(tmp_path, config_path, "--resume", "latest"), env=env, capture_output=True, text=True,
+        _bench_command(tmp_path, config_path, "--resume", run.name), env=env, capture_output=True, text=True,
         timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [run.name]  # continued in place, no new folder
     result = json.loads((run / RESULT_FILE).read_text())
-    assert result["resumed_after_epochs"] >= killed_at + 1  # not from epoch 0
+    assert result["resumed_after_epochs"] >= killed_at + 2  # not from epoch 0
     table = pd.read_csv(tmp_path / "leaderboards" / "world-nsd" / "retrieval.csv")
     assert list(table["run_id"]) == [run.name]  # exactly one row
     final_epoch = int(torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"])
