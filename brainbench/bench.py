@@ -25,11 +25,11 @@ from brainbench.data.datamodule import FMRIDataModule
 from brainbench.data.manifest import Manifest
 from brainbench.data.preparation import home_lock
 from brainbench.data.registry import DATASETS, get_dataset
-from brainbench.errors import RunInterrupted
+from brainbench.errors import BrainbenchError, DataFormatError, MissingFileError, RunInterrupted
 from brainbench.eval.evaluator import EvalResult
 from brainbench.eval.scoring import evaluate_test_split
 from brainbench.generators.run import generate_images
-from brainbench.leaderboard.store import RunRecord, append_row
+from brainbench.leaderboard.store import RunRecord, append_row, check_leaderboard
 from brainbench.methods import build_method
 from brainbench.methods.base import DecoderModule
 from brainbench.pretraining import run_pretraining
@@ -90,6 +90,8 @@ def run_bench(
         request, config = load_run_config(request)
     prepared = request.prepared_folder()
     manifest = Manifest.load(prepared)
+    csv_path = request.leaderboards / manifest.dataset / f"{get_dataset(request.dataset).task}.csv"
+    check_leaderboard(csv_path)  # a broken leaderboard fails now, not after training
     data_cfg = dict(config.get("data") or {})
     backbone = request.backbone or data_cfg.pop("backbone")
     data_cfg.pop("backbone", None)
@@ -161,7 +163,6 @@ def run_bench(
         run_id=run.run_id,
     )
     row = {**record.to_row(result.values), "config": config_name(config), "generator": generator}
-    csv_path = request.leaderboards / manifest.dataset / f"{get_dataset(request.dataset).task}.csv"
     model.save_pretrained(run.path / "model")
     (run.path / RESULT_FILE).write_text(
         json.dumps(
@@ -181,8 +182,34 @@ def run_bench(
             default=str,
         )
     )
-    append_row(csv_path, row)
+    append_result(run.path)
     return row, result
+
+
+def append_result(run_dir: Path) -> dict[str, Any]:
+    """Appends the row of a finished run (its ``result.json``) to its leaderboard; returns the row.
+
+    ``bench`` calls it last; after a failed append (a locked or hand-broken CSV) the same call files the
+    row later (``brainbench leaderboard append runs/<id>``), since the model and result are saved first.
+
+    Raises:
+        MissingFileError: ``run_dir`` has no ``result.json`` (the run did not finish).
+        DataFormatError: the leaderboard CSV cannot take the row; the message says the run is kept.
+    """
+    path = run_dir / RESULT_FILE
+    if not path.is_file():
+        raise MissingFileError(path, "finish the run first (`brainbench bench ... --resume latest`)")
+    result = json.loads(path.read_text())
+    try:
+        append_row(result["leaderboard"], result["row"])
+    except BrainbenchError as error:
+        raise DataFormatError(
+            result["leaderboard"],
+            f"the row of run {run_dir.name} was not appended ({error})",
+            f"the model and result are kept in {run_dir}; after repairing the CSV run "
+            f"`brainbench leaderboard append {run_dir}`",
+        ) from error
+    return dict(result["row"])
 
 
 def open_run_folder(request: BenchRequest, config: dict[str, Any]) -> RunFolder:

@@ -155,6 +155,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     sub.add_parser(
         "list", help="every registry: methods and their configs, datasets, adapters, generators, ..."
     )
+    board = sub.add_parser("leaderboard", help="leaderboard CSVs: file a finished run's row")
+    board_sub = board.add_subparsers(dest="leaderboard_command", required=True)
+    append = board_sub.add_parser(
+        "append", help="append the row of a finished run (runs/<id>/result.json) whose append failed"
+    )
+    append.add_argument("run_dir", type=Path, help="the run folder, e.g. runs/20260101T120000Z-1a2b3c4d")
     return parser
 
 
@@ -276,6 +282,11 @@ def _run(args: argparse.Namespace) -> None:
             f"({info['n_voxels']} voxels -> {info['target_shapes']})"
         )
         print(f"  paper:    {info['paper']}\n  fidelity: {info['fidelity']}")
+    elif args.command == "leaderboard":
+        from brainbench.bench import append_result
+
+        row = append_result(args.run_dir)
+        print(f"appended run {row['run_id']} ({row['method']}, {row['dataset']} {row['subject']})")
     elif args.command == "list":
         _list()
 
