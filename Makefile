@@ -65,6 +65,7 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check brainbench tests benchmarks
 	$(BIN)/ruff format --check brainbench tests benchmarks
+	$(BIN)/lint-imports
 
 format: setup
 	$(BIN)/ruff format brainbench tests benchmarks

@@ -23,7 +23,8 @@ import time
 import warnings
 from pathlib import Path
 
-from brainbench.bench import BenchRequest, default_home, run_bench
+from brainbench.bench import BenchRequest, run_bench
+from brainbench.data.preparation import default_home
 from brainbench.methods import list_methods, list_scales
 
 HEADLINE = ("zeroshot_top1_", "nway_video_top1_50way", "retrieval_b2i_top1_subset300")  # column prefixes

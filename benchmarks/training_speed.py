@@ -40,8 +40,8 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-from brainbench.bench import default_home
 from brainbench.data.datamodule import FMRIDataModule
+from brainbench.data.preparation import default_home
 from brainbench.describe import scale_shapes, synthetic_rois
 from brainbench.methods import build_method, list_methods, list_scales, load_method_config
 from brainbench.training import quiet_lightning

@@ -10,186 +10,74 @@ trains and evaluates.
 from __future__ import annotations
 
 import json
-import os
+import logging
+import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-import yaml
-from filelock import FileLock
 
+from brainbench.config import load_run_config
 from brainbench.data.datamodule import FMRIDataModule
 from brainbench.data.manifest import Manifest
-from brainbench.data.registry import DATASETS, get_dataset, obtain_raw, prepare
-from brainbench.describe import describe
-from brainbench.errors import ConfigError
+from brainbench.data.preparation import home_lock
+from brainbench.data.registry import DATASETS, get_dataset
+from brainbench.errors import BrainbenchError, DataFormatError, MissingFileError, RunInterrupted
 from brainbench.eval.evaluator import EvalResult
 from brainbench.eval.scoring import evaluate_test_split
 from brainbench.generators.run import generate_images
-from brainbench.leaderboard.store import RunRecord, append_row, new_run_id
-from brainbench.methods import build_method, load_method_config
+from brainbench.leaderboard.store import RunRecord, append_row, check_leaderboard
+from brainbench.methods import build_method
 from brainbench.methods.base import DecoderModule
 from brainbench.pretraining import run_pretraining
-from brainbench.training import build_trainer, compile_model, peak_memory_mb, predict_test, quiet_lightning
+from brainbench.request import BenchRequest, config_name
+from brainbench.runs import RESULT_FILE, RunFolder, launch_id, open_run, open_shared_run
+from brainbench.training import (
+    CHECKPOINT_DIR,
+    LAST_CHECKPOINT,
+    TrainerFactory,
+    best_checkpoint,
+    compile_model,
+    external_rank,
+    interrupted_by,
+    peak_memory_mb,
+    predict_test,
+    quiet_lightning,
+    resumed_progress,
+)
 
-__all__ = ["DATASETS", "BenchRequest", "run_bench", "describe", "format_summary"]
+__all__ = ["DATASETS", "BenchRequest", "run_bench", "format_summary"]
+
+log = logging.getLogger("brainbench")
 
 
-def default_home() -> Path:
-    """Where worlds, prepared shards and caches go: ``$BRAINBENCH_HOME`` or ``~/.cache/brainbench``."""
-    return Path(os.environ.get("BRAINBENCH_HOME", Path.home() / ".cache" / "brainbench"))
+def show_progress(progress: bool) -> None:
+    """Prints brainbench's progress messages (``logging``, logger ``brainbench``) to stderr when asked.
 
-
-@dataclass
-class BenchRequest:
-    """One ``brainbench bench`` run.
-
-    Attributes:
-        method: method id (``brainbench list``), e.g. ``litemind``.
-        subject: 1-based subject number.
-        dataset: a name of :data:`brainbench.data.registry.DATASETS`: ``world-nsd`` (the embedded world),
-            ``world-god``, ``world-cc2017``, or a real copy under ``data_root`` (``nsd``, ``god``,
-            ``cc2017``);
-            default: the world config's ``dataset`` entry, else ``world-nsd``.
-        config: a config name of the method (``world``, ``nsd``) or a path to a YAML file;
-            default: ``world`` for world datasets, else the dataset name.
-        generator: overrides the kind of the config's ``generator`` section (``retrieval``,
-            ``world-decoder``, ...).
-        data_root: root of a real dataset copy (required for the real datasets).
-        world_preset: size of the embedded world (``small``; ``tiny`` for tests).
-        backbone: overrides the config's backbone id.
-        seed: global seed (data order, initialisation).
-        home: cache folder for worlds, shards and features (:func:`default_home`).
-        leaderboards: folder of the leaderboard CSVs.
-        runs: folder of run outputs (logs, checkpoints, the trained decoder, result.json).
-        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
-        devices: Lightning devices (per node).
-        num_nodes: nodes of a multi-node job; Lightning reads the rank layout from the launcher's environment
-            (``torchrun``: TorchElasticEnvironment, ``srun``: SLURMEnvironment).
-        precision: Lightning precision (``32-true``, ``bf16-mixed``, ...); default: bf16 autocast on GPUs
-            that support it, float32 on CPU (:func:`brainbench.training.trainer_precision`).
-        compile: ``torch.compile`` the model's forward (:func:`brainbench.training.compile_model`; for GPUs).
-        strategy: Lightning strategy (``auto``, ``ddp``, ...); ``ddp`` on CPU runs gloo processes started by
-            Lightning's fork launcher (:func:`trainer_strategy`).
-        num_workers: DataLoader workers.
-        val_fraction: share of the training stimuli (images, GOD categories, CC2017 movies) held out for
-            validation when the dataset is prepared; ``None`` keeps the adapter's default (5 %).
-        progress: progress bars and messages.
+    A caller that configured logging itself (a handler on ``brainbench`` or the root logger) keeps its own.
     """
-
-    method: str
-    subject: int = 1
-    dataset: str | None = None
-    config: str | None = None
-    data_root: Path | None = None
-    world_preset: str = "small"
-    backbone: str | None = None
-    seed: int = 0
-    home: Path = field(default_factory=default_home)
-    leaderboards: Path = Path("leaderboards")
-    runs: Path = Path("runs")
-    accelerator: str = "auto"
-    devices: int | str = 1
-    num_nodes: int = 1
-    precision: str | None = None
-    compile: bool = False
-    strategy: str = "auto"
-    num_workers: int = 0
-    val_fraction: float | None = None
-    generator: str | None = None
-    progress: bool = True
+    if not progress or log.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[brainbench] %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
 
 
-def say(request: BenchRequest, message: str) -> None:
-    if request.progress:
-        print(f"[brainbench] {message}", flush=True)
-
-
-def home_lock(request: BenchRequest, name: str) -> FileLock:
-    """A lock in ``<home>/locks/``: one process generates, prepares or caches a dataset, the others wait.
-
-    Concurrent runs, and the ranks of a ``torchrun``/``srun`` job (each runs ``bench``), share the home.
-    """
-    (request.home / "locks").mkdir(parents=True, exist_ok=True)
-    return FileLock(request.home / "locks" / f"{name}.lock")
-
-
-def prepare_dataset(request: BenchRequest) -> Path:
-    """Makes sure the prepared shards of ``(dataset, subject)`` exist and returns their folder."""
-    request = replace(request, dataset=request.dataset or "world-nsd")
-    with home_lock(request, f"{request.dataset}-{request.world_preset}"):  # the world root is shared
-        return _prepare_dataset(request)
-
-
-def _prepare_dataset(request: BenchRequest) -> Path:
-    entry = get_dataset(str(request.dataset))
-    if entry.is_world:
-        say(request, f"{entry.name} ({request.world_preset}), subject {request.subject}")
-    raw_root, version, options = obtain_raw(
-        entry,
-        request.subject,
-        home=request.home,
-        preset=request.world_preset,
-        data_root=request.data_root,
-        progress=request.progress,
-    )
-    if request.val_fraction is not None:
-        options["val_fraction"] = request.val_fraction
-    prepared = request.home / "prepared" / f"{request.dataset}-{version}" / f"subj{request.subject:02d}"
-    if (prepared / "manifest.json").is_file():
-        recorded = Manifest.load(prepared).source.get("options", {})
-        changed = {k: (recorded.get(k), v) for k, v in options.items() if k in recorded and recorded[k] != v}
-        if changed:
-            raise ConfigError(
-                f"{prepared} was prepared with other options {changed} (recorded, requested); delete it or "
-                "use another --home to prepare it again"
-            )
-        return prepared
-    say(request, f"preparing {request.dataset} subject {request.subject} -> {prepared}")
-    progress = request.progress
-    prepare(entry, raw_root, request.subject, prepared, version=version, options=options, progress=progress)
-    return prepared
-
-
-def load_config(request: BenchRequest) -> dict[str, Any]:
-    """The method config named (or pointed at) by the request."""
-    dataset = request.dataset or "world-nsd"
-    name = request.config or ("world" if dataset.startswith("world") else dataset)
-    if name.endswith((".yaml", ".yml")):
-        path = Path(name)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        config = yaml.safe_load(path.read_text())
-        config["path"] = str(path)
-        return config
-    return load_method_config(request.method, name)
-
-
-def resolve_request(request: BenchRequest) -> tuple[BenchRequest, dict[str, Any]]:
-    """The request with its dataset filled in (the config's ``dataset`` when not given), and its config."""
-    config = load_config(request)
-    if request.dataset is None:
-        request = replace(request, dataset=str(config.get("dataset", "world-nsd")))
-    if request.generator is not None:
-        if not config.get("generator"):
-            raise ConfigError(
-                f"--generator {request.generator}: the {request.method} config has no generator section "
-                "(the method predicts no embedding a generator is set up for)"
-            )
-        config["generator"] = {**config["generator"], "kind": request.generator}
-    return request, config
-
-
-def config_name(config: dict[str, Any]) -> str:
-    """The config's name for the leaderboard (``world``, ``world-image-only``, ... or a YAML file's stem)."""
-    return Path(config["path"]).stem
-
-
-def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
+def run_bench(
+    request: BenchRequest, config: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], EvalResult]:
     """Runs the whole benchmark for one request; returns the leaderboard row and the evaluation.
+
+    The run folder (``runs/<run id>``) gets ``run.json`` first, then checkpoints and logs while training, then
+    the model and ``result.json``, and only then the leaderboard row: an append that fails loses nothing.
+    ``request.resume`` continues an interrupted run from its ``last.ckpt`` under its run id.
+
+    ``config`` is the checked method config (:func:`brainbench.config.parse_bench_args` gives it with the
+    command line's overrides merged); by default it is read from ``request.config``.
 
     Under DDP only rank 0 evaluates, appends the row and saves the model; with the fork launcher used on CPU
     the calling process is rank 0, and with Lightning's script launcher (GPUs) the other ranks return an
@@ -197,9 +85,13 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
     """
     t_start = time.time()
     quiet_lightning()
-    request, config = resolve_request(request)
-    prepared = prepare_dataset(request)
+    show_progress(request.progress)
+    if config is None:
+        request, config = load_run_config(request)
+    prepared = request.prepared_folder()
     manifest = Manifest.load(prepared)
+    csv_path = request.leaderboards / manifest.dataset / f"{get_dataset(request.dataset).task}.csv"
+    check_leaderboard(csv_path)  # a broken leaderboard fails now, not after training
     data_cfg = dict(config.get("data") or {})
     backbone = request.backbone or data_cfg.pop("backbone")
     data_cfg.pop("backbone", None)
@@ -207,35 +99,48 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
     datamodule = FMRIDataModule(
         prepared, backbone=backbone, num_workers=request.num_workers, seed=request.seed, **data_cfg
     )
-    say(request, f"backbone {backbone}: feature cache")
-    with home_lock(request, f"features-{prepared.parent.name}-{prepared.name}"):
+    log.info("backbone %s: feature cache", backbone)
+    with home_lock(request.home, f"features-{prepared.parent.name}-{prepared.name}"):
         datamodule.prepare_data(progress=request.progress)
     datamodule.setup("fit")
     model: DecoderModule = build_method(
         config, datamodule.n_voxels, datamodule.target_shapes(), rois=manifest.rois
     )
-    run_id = new_run_id()
-    run_dir = request.runs / run_id
+    run = open_run_folder(request, config)
+    make_trainer = TrainerFactory(request.run_settings(config))
     t_train = time.time()
     if config.get("pretrain"):
-        run_pretraining(request, config, model, backbone, data_cfg, run_dir)
-    trainer, best = build_trainer(request, model, run_dir, config)
+        run_pretraining(request, config, model, backbone, data_cfg, make_trainer, run.path)
+    monitor = (model.monitor, model.monitor_mode) if model.monitor else None
+    trainer = make_trainer(run.path, monitor=monitor, resume=run.resumed)
+    resumed_epochs, earlier_seconds = resumed_progress(trainer)
     if request.compile:
-        compile_model(model, request)
-    say(request, f"training {model.method_id} ({model.n_parameters():,} parameters), run {run_id}")
-    model.fit(trainer, datamodule)
-    train_seconds = time.time() - t_train
+        compile_model(model, make_trainer.settings)
+    verb = "resuming" if run.resumed else "training"
+    log.info("%s %s (%s parameters), run %s", verb, model.method_id, f"{model.n_parameters():,}", run.run_id)
+    try:
+        model.fit(trainer, datamodule)
+    except (SystemExit, KeyboardInterrupt):  # Lightning's exits on SIGTERM and SIGINT
+        signal_name = interrupted_by(trainer)
+        if signal_name is None:
+            raise
+        raise RunInterrupted(
+            signal_name, run.run_id, str(run.path / CHECKPOINT_DIR / LAST_CHECKPOINT)
+        ) from None
+    trainer.ckpt_path = None  # predict with the weights chosen below, never by reloading last.ckpt
+    train_seconds = earlier_seconds + time.time() - t_train
+    best = best_checkpoint(trainer)
     if best is not None and best.best_model_path:  # test the checkpoint chosen on validation, never the last
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["state_dict"])
         score = best.best_model_score  # None after a forked DDP fit: Lightning returns only the path
-        say(request, f"kept the checkpoint with the best {model.monitor}: {float(score or float('nan')):.4f}")
+        log.info("kept the checkpoint with the best %s: %.4f", model.monitor, float(score or float("nan")))
     predictions = predict_test(trainer, model, datamodule)
     if trainer.global_rank != 0:  # DDP ranks other than 0 (Lightning's script launcher): rank 0 writes
         return {}, EvalResult()
     stim_ids = predictions.pop("stim_id").numpy()
     generator = generate_images(
-        config, predictions, stim_ids, datamodule, backbone, run_dir, request.seed, lambda m: say(request, m)
+        config, predictions, stim_ids, datamodule, backbone, run.path, request.seed, log.info
     )
     assert datamodule.cache is not None
     targets = datamodule.cache.lookup(stim_ids)
@@ -255,29 +160,73 @@ def run_bench(request: BenchRequest) -> tuple[dict[str, Any], EvalResult]:
             train_seconds=round(train_seconds, 2),
             peak_memory_mb=round(peak_memory_mb(), 1),
         ),
-        run_id=run_id,
+        run_id=run.run_id,
     )
     row = {**record.to_row(result.values), "config": config_name(config), "generator": generator}
-    csv_path = request.leaderboards / manifest.dataset / f"{get_dataset(request.dataset).task}.csv"
-    append_row(csv_path, row)
-    model.save_pretrained(run_dir / "model")
-    (run_dir / "result.json").write_text(
+    model.save_pretrained(run.path / "model")
+    (run.path / RESULT_FILE).write_text(
         json.dumps(
             {
                 "row": row,
+                "leaderboard": str(csv_path),
                 "chance": result.chance,
                 "absent_metrics": absent,
                 "config": config,
                 "n_test": int(len(stim_ids)),
                 "precision": str(trainer.precision),
                 "compile": request.compile,
+                "resumed_after_epochs": resumed_epochs if run.resumed else None,
                 "total_seconds": round(time.time() - t_start, 1),
             },
             indent=2,
             default=str,
         )
     )
+    append_result(run.path)
     return row, result
+
+
+def append_result(run_dir: Path) -> dict[str, Any]:
+    """Appends the row of a finished run (its ``result.json``) to its leaderboard; returns the row.
+
+    ``bench`` calls it last; after a failed append (a locked or hand-broken CSV) the same call files the
+    row later (``brainbench leaderboard append runs/<id>``), since the model and result are saved first.
+
+    Raises:
+        MissingFileError: ``run_dir`` has no ``result.json`` (the run did not finish).
+        DataFormatError: the leaderboard CSV cannot take the row; the message says the run is kept.
+    """
+    path = run_dir / RESULT_FILE
+    if not path.is_file():
+        raise MissingFileError(path, "finish the run first (`brainbench bench ... --resume latest`)")
+    result = json.loads(path.read_text())
+    try:
+        append_row(result["leaderboard"], result["row"])
+    except BrainbenchError as error:
+        raise DataFormatError(
+            result["leaderboard"],
+            f"the row of run {run_dir.name} was not appended ({error})",
+            f"the model and result are kept in {run_dir}; after repairing the CSV run "
+            f"`brainbench leaderboard append {run_dir}`",
+        ) from error
+    return dict(result["row"])
+
+
+def open_run_folder(request: BenchRequest, config: dict[str, Any]) -> RunFolder:
+    """The run's folder (new or resumed); the ranks of a ``torchrun``/``srun`` launch share rank 0's."""
+    identity = request.identity(config)
+    rank, launch = external_rank(), launch_id()
+    if rank is None or launch is None:
+        return open_run(request.runs, identity, config, request.resume)
+    return open_shared_run(
+        request.runs,
+        identity,
+        config,
+        request.resume,
+        rank=rank,
+        launch=launch,
+        rendezvous=request.home / "launches",
+    )
 
 
 def format_summary(result: EvalResult, row: dict[str, Any], leaderboards: Path) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 import open_clip
 import torch
 
+from brainbench.backbones.frame_autoencoder import latent_target_shape
 from brainbench.data.pixel_features import feature_size
 from brainbench.errors import ConfigError
 from brainbench.methods import build_method, load_method_config
@@ -55,11 +56,12 @@ def backbone_target_shapes(backbone_id: str, targets: list[str]) -> dict[str, tu
 
     ``clip_tokens`` ``(T, D)`` with ``T = (image / patch)^2 + 1``; ``clip_image``, ``clip_text`` and
     ``clip_class_text`` ``(D,)``; ``clip_captions`` ``(N_CAPTIONS, D)``; ``layer:<k>`` ``(T, width)``;
-    ``pixels:<px>`` ``(3, px, px)``; ``frames:<px>`` ``(N_FRAMES, 3, px, px)``.
+    ``pixels:<px>`` ``(3, px, px)``; ``frames:<px>`` ``(N_FRAMES, 3, px, px)``; ``latents:<px>:<autoencoder>``
+    ``(N_FRAMES, C, px/8, px/8)``.
     """
     arch = backbone_id.split(":", 1)[0]
     if arch == "world-clip":
-        from brainbench.world.clip import register_world_clip
+        from brainbench.backbones.world_clip import register_world_clip
 
         register_world_clip()
     config = open_clip.get_model_config(arch)
@@ -82,6 +84,8 @@ def backbone_target_shapes(backbone_id: str, targets: list[str]) -> dict[str, tu
             shapes[name] = (3, feature_size(name), feature_size(name))
         elif name.startswith("frames:"):
             shapes[name] = (N_FRAMES, 3, feature_size(name), feature_size(name))
+        elif name.startswith("latents:"):
+            shapes[name] = latent_target_shape(name, N_FRAMES)
         else:
             raise ConfigError(f"no shape rule for target {name!r}")
     return shapes

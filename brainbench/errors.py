@@ -27,3 +27,18 @@ class DataFormatError(BrainbenchError, ValueError):
 
 class ConfigError(BrainbenchError, ValueError):
     """A user-supplied option is invalid (unknown subject, unknown method, mismatched checkpoint, ...)."""
+
+
+class RunInterrupted(BrainbenchError):
+    """A run stopped by SIGTERM (preemption, ``timeout``, ``kill``) or SIGINT after saving ``last.ckpt``.
+
+    Attributes:
+        exit_code: the shell's code for the signal: 143 for SIGTERM, 130 for SIGINT.
+    """
+
+    def __init__(self, signal_name: str, run_id: str, checkpoint: str) -> None:
+        self.exit_code = 143 if signal_name == "SIGTERM" else 130
+        super().__init__(
+            f"{signal_name}: run {run_id} stopped and saved {checkpoint}; continue it with the same command "
+            f"plus --resume {run_id} (or --resume latest)"
+        )

@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
+import logging
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
-from lightning.pytorch.loggers import CSVLogger
 
 from brainbench.data.datamodule import FMRIDataModule
+from brainbench.data.preparation import home_lock
 from brainbench.data.registry import get_dataset
 from brainbench.errors import ConfigError
 from brainbench.methods.base import DecoderModule
+from brainbench.training import CHECKPOINT_DIR, TrainerFactory
+
+log = logging.getLogger("brainbench")
 
 if TYPE_CHECKING:
-    from brainbench.bench import BenchRequest
+    from brainbench.request import BenchRequest
 
 
 def pretrain_subjects(request: BenchRequest, spec: dict[str, Any]) -> list[int]:
@@ -93,39 +97,41 @@ def run_pretraining(
     model: DecoderModule,
     backbone: str,
     data_cfg: dict[str, Any],
+    make_trainer: TrainerFactory,
     run_dir: Path,
 ) -> None:
-    """Prepares the config's pre-training subjects and calls ``model.pretrain`` on their datamodules."""
-    from brainbench.bench import prepare_dataset, say  # bench imports this module
+    """Prepares the config's pre-training subjects and calls ``model.pretrain`` on their datamodules.
 
+    Its trainers come from the run's factory (same strategy, precision, devices, logger) and keep
+    ``last.ckpt`` in the pre-training cache folder, so an interrupted pre-training resumes there, from any
+    run that asks for the same pre-trained weights; the checkpoint is removed once pre-training has finished.
+    """
     spec = dict(config.get("pretrain") or {})
     subjects = pretrain_subjects(request, spec)
     shared = {k: v for k, v in data_cfg.items() if k != "train_sessions"}  # pre-training uses every session
     datamodules = {}
     for subject in subjects:
-        prepared = prepare_dataset(replace(request, subject=subject))
+        prepared = request.prepared_folder(subject)
         dm = FMRIDataModule(
             prepared, backbone=backbone, num_workers=request.num_workers, seed=request.seed, **shared
         )
-        dm.prepare_data(progress=request.progress)
+        with home_lock(request.home, f"features-{prepared.parent.name}-{prepared.name}"):
+            dm.prepare_data(progress=request.progress)
         dm.setup("fit")
         datamodules[subject] = dm
+    cache_dir = pretrain_cache_dir(request, config, subjects, backbone, model)
+    checkpoints = cache_dir / CHECKPOINT_DIR
 
-    def make_trainer(name: str, max_epochs: int) -> L.Trainer:
-        return L.Trainer(
-            accelerator=request.accelerator,
-            devices=request.devices,
+    def pretrain_trainer(name: str, max_epochs: int) -> L.Trainer:
+        return make_trainer(
+            run_dir,
+            name=name,
             max_epochs=max_epochs,
-            default_root_dir=run_dir / name,
-            logger=CSVLogger(run_dir, name=name, version=""),
-            enable_progress_bar=request.progress,
-            enable_model_summary=False,
-            enable_checkpointing=False,
-            num_sanity_val_steps=0,
-            log_every_n_steps=5,
-            use_distributed_sampler=False,
+            resume=True,
+            checkpoint_dir=checkpoints / name,
         )
 
-    cache_dir = pretrain_cache_dir(request, config, subjects, backbone, model)
-    say(request, f"pre-training on subjects {subjects} (cache {cache_dir})")
-    model.pretrain(datamodules, make_trainer, cache_dir)
+    log.info("pre-training on subjects %s (cache %s)", subjects, cache_dir)
+    with home_lock(request.home, f"pretrain-{cache_dir.name}"):
+        model.pretrain(datamodules, pretrain_trainer, cache_dir)
+        shutil.rmtree(checkpoints, ignore_errors=True)

@@ -11,17 +11,19 @@ import torch
 import yaml
 from PIL import Image
 
-from brainbench.bench import BenchRequest, config_name, resolve_request
+from brainbench.config import load_run_config as resolve_request
 from brainbench.errors import ConfigError
 from brainbench.generators.run import save_gallery
 from brainbench.methods.litemind import LiteMind
 from brainbench.pretraining import pretrain_cache_dir, pretrain_subjects
-from brainbench.training import compile_model, trainer_precision
+from brainbench.request import BenchRequest, config_name
+from brainbench.training import RunSettings, compile_model, trainer_precision
 
 
 def write_config(tmp_path: Path, **sections) -> str:
     config = {
-        "model": {"class_path": "brainbench.methods.ridge.Ridge", "init_args": {}},
+        "model": {"class_path": "brainbench.methods.ridge.RidgeDecoder", "init_args": {}},
+        "trainer": {"max_epochs": 1},
         "data": {"backbone": "world-clip:v1", "targets": ["clip_image"], "train_sessions": 1},
         **sections,
     }
@@ -111,10 +113,10 @@ def test_gallery_saves_clips_as_frame_strips(tmp_path):
 
 
 def test_precision_defaults_to_float32_on_cpu_and_honours_the_request():
-    assert trainer_precision(BenchRequest(method="ridge", accelerator="cpu")) == "32-true"
-    assert trainer_precision(BenchRequest(method="ridge", precision="bf16-mixed")) == "bf16-mixed"
+    assert trainer_precision(RunSettings(accelerator="cpu")) == "32-true"
+    assert trainer_precision(RunSettings(precision="bf16-mixed")) == "bf16-mixed"
     if not torch.cuda.is_available():
-        assert trainer_precision(BenchRequest(method="ridge")) == "32-true"
+        assert trainer_precision(RunSettings()) == "32-true"
 
 
 class PretrainingModel:
@@ -138,14 +140,13 @@ def test_pretrain_cache_keys_only_on_the_declared_pretraining_arguments(tmp_path
 
 _COMPILE_CHECK = """
 import torch
-from brainbench.bench import BenchRequest
 from brainbench.methods.litemind import LiteMind
-from brainbench.training import compile_model
+from brainbench.training import RunSettings, compile_model
 
 model = LiteMind(340, {"clip_tokens": (5, 16)}, stage_widths=(16, 8), depths=(1, 1, 1), max_epochs=1).eval()
 voxels = torch.randn(3, 340)
 eager, keys = model(voxels)["clip_tokens"], list(model.state_dict())
-compile_model(model, BenchRequest(method="litemind"), backend="eager")  # inductor needs minutes here
+compile_model(model, RunSettings(), backend="eager")  # inductor needs minutes here
 torch.testing.assert_close(model(voxels)["clip_tokens"], eager)
 assert list(model.state_dict()) == keys and model._compiled_call_impl is not None
 """
@@ -160,7 +161,7 @@ def test_compile_keeps_the_module_outputs_and_state_dict_keys():
 
 def test_compile_refuses_cpu_ranks_forked_by_lightning():
     model = LiteMind(340, {"clip_tokens": (5, 16)}, stage_widths=(16, 8), depths=(1, 1, 1), max_epochs=1)
-    request = BenchRequest(method="litemind", accelerator="cpu", devices=2, strategy="ddp")
+    settings = RunSettings(accelerator="cpu", devices=2, strategy="ddp")
     with pytest.raises(ConfigError, match="--compile cannot be combined with CPU DDP ranks forked"):
-        compile_model(model, request)
+        compile_model(model, settings)
     assert model._compiled_call_impl is None

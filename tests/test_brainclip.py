@@ -113,7 +113,7 @@ def test_gaussian_kl_matches_torch_distributions():
 def test_loss_is_image_plus_alpha_text_plus_beta_kl():
     model = tiny_model(alpha=0.7, beta=0.01).eval()
     b = batch()
-    terms = model.loss_terms(b["voxels"], b)
+    terms = model.loss_terms(b, "val")[0]
     expected = terms["image_nce"] + 0.7 * terms["text_nce"] + 0.01 * terms["kl"]
     torch.testing.assert_close(terms["loss"], expected)
     assert terms["kl"] > 0
@@ -123,8 +123,8 @@ def test_alpha_zero_is_the_image_only_ablation():
     model = tiny_model(alpha=0.0).eval()
     b = batch()
     other = b | {"clip_class_text": torch.randn(6, 8)}
-    loss = model.loss_terms(b["voxels"], b)["loss"]
-    torch.testing.assert_close(loss, model.loss_terms(b["voxels"], other)["loss"])
+    loss = model.loss_terms(b, "val")[0]["loss"]
+    torch.testing.assert_close(loss, model.loss_terms(other, "val")[0]["loss"])
     mu, logvar = model.encode(b["voxels"])
     expected = symmetric_nce(mu, b["clip_image"], model.logit_scale()) + 1e-3 * gaussian_kl(mu, logvar)
     torch.testing.assert_close(loss, expected)
@@ -161,7 +161,7 @@ def test_loss_decreases_on_a_fixed_batch(mapper):
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(40):
-        loss = model.loss_terms(b["voxels"], b)["loss"]
+        loss = model.loss_terms(b, "val")[0]["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -5,8 +5,13 @@ from pathlib import Path
 
 import pytest
 
+from brainbench import __version__
+from brainbench.backbones.networks import list_networks
 from brainbench.cli import build_parser, main
+from brainbench.data.sources import ADAPTERS
+from brainbench.generators import GENERATORS
 from brainbench.methods import list_methods
+from brainbench.metrics.preprocess import list_chains
 from brainbench.world.config import WORLD_PRESETS
 
 
@@ -30,6 +35,29 @@ def test_list(capsys):
     assert "configs: nsd, world" in out
     assert "world-nsd" in out and "nsd" in out
     assert all(preset in out for preset in WORLD_PRESETS)
+    lines = {
+        line.split(": ")[0]: line.split(": ")[1].split(", ") for line in out.splitlines() if ": " in line
+    }
+    assert set(lines["adapters"]) == set(ADAPTERS) == {"nsd", "god", "cc2017", "mindeye"}
+    assert set(lines["generators"]) == set(GENERATORS)
+    assert set(lines["networks"]) == set(list_networks())
+    assert set(lines["metric chains"]) == set(list_chains())
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    assert capsys.readouterr().out.strip() == f"brainbench {__version__}"
+
+
+def test_prepare_options_come_from_the_adapter_signature():
+    parser = build_parser(["prepare"])
+    god = parser._subparsers._group_actions[0].choices["prepare"]._subparsers._group_actions[0].choices["god"]
+    options = {o: a for a in god._actions for o in a.option_strings}
+    assert options["--dataset-name"].dest == "dataset" and options["--dataset-name"].default == "god"
+    assert options["--image-size"].type is int and options["--root"].required
+    assert all(a.help for a in god._actions), "every option has help"
 
 
 def test_bench_unknown_method_exits_2_with_a_message(capsys, tmp_path):

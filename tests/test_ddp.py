@@ -101,7 +101,7 @@ def test_ridge_ddp_matches_single_process(single: dict) -> None:
 
 def test_litemind_ddp_runs_and_appends_one_row(single: dict, tmp_path: Path) -> None:
     config = yaml.safe_load((CONFIGS / "litemind_tiny.yaml").read_text())
-    config["trainer"]["max_epochs"] = config["model"]["init_args"]["max_epochs"] = 2
+    config["trainer"]["max_epochs"] = 2  # the schedule follows it (max_epochs is written once)
     config_path = tmp_path / "litemind_ddp.yaml"
     config_path.write_text(yaml.safe_dump(config))
     request = _request(

@@ -7,23 +7,23 @@ import numpy as np
 import pytest
 import torch
 
+from brainbench.backbones.world_clip import sha256_file
+from brainbench.backbones.world_decoder import (
+    VARIANTS,
+    WEIGHTS_FILE,
+    WorldDecoder,
+    decoder_dir,
+    list_variants,
+    load_card,
+    load_world_decoder,
+)
 from brainbench.data.feature_cache import FeatureCache
 from brainbench.data.manifest import Manifest
 from brainbench.data.stimulus_store import write_stimulus_store
 from brainbench.errors import ConfigError, DataFormatError, MissingFileError
 from brainbench.generators import GenerationContext, build_generator
 from brainbench.generators.retrieval import RetrievalGenerator, nearest_rows
-from brainbench.generators.world_decoder import (
-    VARIANTS,
-    WEIGHTS_FILE,
-    WorldDecoder,
-    WorldDecoderGenerator,
-    decoder_dir,
-    list_variants,
-    load_card,
-    load_world_decoder,
-)
-from brainbench.world.clip import sha256_file
+from brainbench.generators.world_decoder import WorldDecoderGenerator
 
 N_STIMULI, SIDE = 12, 16
 TEST_IDS = np.array([1, 5, 9])
@@ -170,9 +170,9 @@ def test_world_decoder_refuses_other_backbones_and_unknown_input_sets(prepared):
 @pytest.fixture(scope="module")
 def held_out_scenes():
     from brainbench.backbones.openclip import load_backbone
-    from brainbench.generators.train_world_decoder import EVAL_SEED, TRAIN_SEED
-    from brainbench.generators.world_decoder import world_features
+    from brainbench.backbones.world_decoder import world_features
     from brainbench.world.stimuli import generate_stimuli
+    from brainbench.world.train_world_decoder import EVAL_SEED, TRAIN_SEED
 
     stimuli = generate_stimuli(48, seed=EVAL_SEED + 1000, image_size=64)  # neither training nor card scenes
     features = world_features(load_backbone("world-clip:v1"), stimuli.images, stimuli.captions)
@@ -198,7 +198,7 @@ def test_shipped_decoder_beats_the_mean_image(held_out_scenes, variant):
 
 
 def test_training_writes_a_loadable_checkpoint_and_card(tmp_path, monkeypatch):
-    from brainbench.generators import train_world_decoder as training
+    from brainbench.world import train_world_decoder as training
 
     monkeypatch.setattr(training, "N_EVAL", 6)
     monkeypatch.setattr(training, "RETRIEVAL_BANK", 10)
@@ -389,3 +389,16 @@ def test_build_generator_errors(prepared):
     generator = build_generator({"kind": "retrieval", "inputs": {"clip_image": "brain_clip"}}, context)
     with pytest.raises(ConfigError, match=r"needs predictions \['brain_clip'\]"):
         generator.generate_from_predictions({"clip_image": torch.randn(2, 8)})
+
+
+def test_generator_registry_lists_and_loads_every_kind():
+    from brainbench.generators import GENERATORS
+    from brainbench.generators.base import ImageGenerator
+    from brainbench.registry import Registry
+
+    assert isinstance(GENERATORS, Registry)
+    assert list(GENERATORS) == GENERATORS.list() == sorted(GENERATORS.list())
+    assert {"retrieval", "world-decoder", "world-video", "animatediff-sparsectrl"} <= set(GENERATORS)
+    for kind in GENERATORS.list():  # each id imports to the generator class of that id
+        cls = GENERATORS.load(kind)
+        assert issubclass(cls, ImageGenerator) and cls.generator_id == kind

@@ -4,6 +4,10 @@ Parametrised over the registry itself (as open_clip's tests run over ``list_mode
 a new scale config is tested without a new test.
 """
 
+import inspect
+import json
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -18,9 +22,11 @@ from brainbench.methods import (
     list_methods,
     list_scales,
     load_method_config,
+    method_class_path,
     resolve_class,
 )
 from brainbench.methods.base import DecoderModule, adamw_one_cycle
+from brainbench.registry import Registry
 
 CONFIGS = [(method, scale) for method in list_methods() for scale in list_scales(method)]
 
@@ -49,20 +55,41 @@ def test_unknown_scale_lists_the_options():
         load_method_config("litemind", "huge")
 
 
-def test_unimportable_class_path():
-    with pytest.raises(ConfigError, match=r"cannot import 'brainbench.methods.nope.Decoder'"):
-        resolve_class("brainbench.methods.nope.Decoder")
-    with pytest.raises(ConfigError, match=r"cannot import 'brainbench.methods.ridge.Nope'"):
-        resolve_class("brainbench.methods.ridge.Nope")
+def test_resolve_class_refuses_unregistered_paths_without_importing_them(tmp_path, monkeypatch):
+    marker = tmp_path / "imported"
+    (tmp_path / "evil_decoder.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass Decoder: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for path in ("evil_decoder.Decoder", "brainbench.methods.nope.Decoder", "brainbench.methods.ridge.Nope"):
+        with pytest.raises(ConfigError, match=r"is not a registered method class; registered: .*LiteMind"):
+            resolve_class(path)
+    assert not marker.exists() and "evil_decoder" not in sys.modules
+    assert resolve_class("brainbench.methods.ridge.RidgeDecoder").method_id == "ridge"
+    assert resolve_class("brainbench.methods.ridge:RidgeDecoder").method_id == "ridge"
 
 
-def test_config_without_class_path(tmp_path, monkeypatch):
-    (tmp_path / "broken").mkdir()
-    (tmp_path / "broken" / "world.yaml").write_text("model:\n  init_args: {}\n")
-    monkeypatch.setattr("brainbench.methods.CONFIG_ROOT", tmp_path)
-    assert list_methods() == ["broken"]
+def test_load_pretrained_refuses_an_unregistered_class_path(tmp_path):
+    (tmp_path / "decoder.json").write_text(
+        json.dumps({"method_id": "ridge", "class_path": "os.system", "init_args": {"n_voxels": 3}})
+    )
+    (tmp_path / "decoder.safetensors").write_bytes(b"")
+    with pytest.raises(ConfigError, match="'os.system' is not a registered method class"):
+        DecoderModule.load_pretrained(tmp_path)
+
+
+class PluginDecoder:
+    """A stand-in for a plug-in's class: its configs live in ``config_dir``."""
+
+    config_dir: Path
+
+
+def test_a_plugin_method_finds_its_configs_in_its_config_dir(tmp_path, monkeypatch):
+    (tmp_path / "world.yaml").write_text("model:\n  init_args: {}\n")
+    monkeypatch.setattr(PluginDecoder, "config_dir", tmp_path, raising=False)
+    monkeypatch.setattr("brainbench.methods.METHODS", Registry("method", {"plugin": PluginDecoder}))
+    assert list_methods() == ["plugin"] and list_scales("plugin") == ["world"]
     with pytest.raises(ConfigError, match=r"world\.yaml: needs model\.class_path"):
-        load_method_config("broken", "world")
+        load_method_config("plugin", "world")
+    assert method_class_path("plugin") == f"{__name__}.PluginDecoder"
 
 
 @pytest.mark.parametrize(("method", "scale"), CONFIGS, ids=[f"{m}-{s}" for m, s in CONFIGS])
@@ -84,10 +111,10 @@ def test_config_builds_at_its_reference_scale(method, scale):
     cached = {n for n in model.predicted_names() if n.startswith(("clip_", "layer:", "pixels:", "frames:"))}
     assert cached <= set(data["targets"])
     assert ":" in data["backbone"]
-    # the learning-rate schedule and the trainer agree on the number of epochs
-    init_args = config["model"].get("init_args") or {}
-    if "max_epochs" in init_args:
-        assert init_args["max_epochs"] == config["trainer"]["max_epochs"]
+    # max_epochs is written once, under trainer; a schedule that takes it receives the trainer's value
+    assert "max_epochs" not in (config["model"].get("init_args") or {})
+    if "max_epochs" in inspect.signature(type(model).__init__).parameters:
+        assert model.hparams.max_epochs == config["trainer"]["max_epochs"]
     model.eval()
     with torch.no_grad():
         out = model(torch.zeros(2, shapes["n_voxels"]))

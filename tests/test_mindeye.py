@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from brainbench.errors import ConfigError
 from brainbench.methods import load_method_config
-from brainbench.methods.mindeye import MindEye, cosine_anneal, mixco, mixco_nce, soft_clip_loss
+from brainbench.methods.losses import ContrastiveSchedule, cosine_anneal, mixco, mixco_nce, soft_clip_loss
+from brainbench.methods.mindeye import MindEye
 
 TINY = {"n_voxels": 40, "target_shapes": {"clip_tokens": (3, 8)}, "hidden": 16, "proj_hidden": 12}
 
@@ -54,9 +55,12 @@ def test_paper_parameter_count_on_meta_device():
 
 
 def test_nsd_config_matches_paper_defaults():
-    config = load_method_config("mindeye", "nsd")["model"]["init_args"]
+    full = load_method_config("mindeye", "nsd")
+    config = full["model"]["init_args"]
     assert config["hidden"] == 4096 and config["n_blocks"] == 4 and config["proj_hidden"] == 2048
-    assert config["max_epochs"] == 240 and config["mixup_pct"] == 0.33 and config["mixco_temp"] == 0.006
+    assert (
+        full["trainer"]["max_epochs"] == 240 and config["mixup_pct"] == 0.33 and config["mixco_temp"] == 0.006
+    )
 
 
 def test_mixco_mixes_half_with_beta_weights():
@@ -121,20 +125,24 @@ def test_soft_clip_loss_matches_closed_form():
 
 def test_schedule_bimixco_then_annealed_softclip():
     model = tiny_model(max_epochs=240)
-    assert model.mixup_epochs() == 79  # int(.33 * 240)
-    assert model.soft_temperature(79) == pytest.approx(0.004)
-    assert model.soft_temperature(239) == pytest.approx(0.0075)
+    schedule = model.schedule
+    assert schedule == ContrastiveSchedule()  # MindEye's defaults
+    assert model.schedule_epochs() == 240  # no trainer: the constructor's max_epochs
+    assert schedule.mixup_epochs(240) == 79  # int(.33 * 240)
+    assert schedule.soft_temperature(79, 240) == pytest.approx(0.004)
+    assert schedule.soft_temperature(239, 240) == pytest.approx(0.0075)
+    assert schedule.temperature(78, 240) == 0.006 and schedule.temperature(79, 240) == pytest.approx(0.004)
     mid = 79 + (240 - 79 - 1) / 2
-    assert model.soft_temperature(int(mid)) == pytest.approx(0.00575, abs=1e-4)
+    assert schedule.soft_temperature(int(mid), 240) == pytest.approx(0.00575, abs=1e-4)
     torch.testing.assert_close(
         cosine_anneal(0.004, 0.0075, 3), torch.tensor([0.004, 0.00575, 0.0075]).double()
     )
     torch.manual_seed(5)
     pred, target = torch.randn(6, 3, 8), torch.randn(6, 3, 8)
     b, c = F.normalize(pred.flatten(1), dim=-1), F.normalize(target.flatten(1), dim=-1)
-    torch.testing.assert_close(model.loss(pred, target, 10), mixco_nce(b, c, 0.006))
+    torch.testing.assert_close(schedule.loss(pred, target, 10, 240), mixco_nce(b, c, 0.006))
     torch.testing.assert_close(
-        model.loss(pred, target, 100), soft_clip_loss(b, c, model.soft_temperature(100))
+        schedule.loss(pred, target, 100, 240), soft_clip_loss(b, c, schedule.soft_temperature(100, 240))
     )
 
 
@@ -149,9 +157,9 @@ def test_loss_decreases_on_a_fixed_batch(epoch):
         torch.manual_seed(7)  # the same mixing every step, so the objective is fixed
         perm = lam = None
         x = voxels
-        if epoch < model.mixup_epochs():
+        if model.schedule.mixing(epoch, 10):
             x, perm, lam = mixco(voxels)
-        loss = model.loss(model(x)["clip_tokens"], targets, epoch, perm, lam)
+        loss = model.schedule.loss(model(x)["clip_tokens"], targets, epoch, 10, perm, lam)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from brainbench.errors import ConfigError
 from brainbench.methods import load_method_config
-from brainbench.methods.mindeye import mixco_nce
+from brainbench.methods.losses import mixco_nce
 from brainbench.methods.mindtuner import SHARED_FILE, LoRALinear, MindTuner, SkipLoRA
 
 SHAPES = {"clip_tokens": (3, 8), "clip_image": (8,), "clip_text": (6,)}
@@ -209,7 +209,7 @@ def test_loss_decreases_on_a_fixed_batch(epoch):
     assert losses[-1] < 0.5 * losses[0]
 
 
-def test_pretrain_saves_to_and_reuses_cache_dir(tmp_path, capsys):
+def test_pretrain_saves_to_and_reuses_cache_dir(tmp_path, caplog):
     datamodules = {2: FakeDataModule(30, seed=2), 5: FakeDataModule(35, seed=5)}
     model = tiny_model(pretrain_epochs=2, pretrain_max_lr=1e-2)
     init = {k: v.clone() for k, v in model.shared_state().items()}
@@ -225,9 +225,10 @@ def test_pretrain_saves_to_and_reuses_cache_dir(tmp_path, capsys):
         raise AssertionError("pre-training ran again instead of reusing the cache")
 
     again = tiny_model(seed=9, pretrain_epochs=2)
-    capsys.readouterr()
+    caplog.clear()
+    caplog.set_level("INFO", logger="brainbench")
     again.pretrain(datamodules, no_training, tmp_path / "cache")
-    assert "reused pre-trained shared weights" in capsys.readouterr().out
+    assert "reused pre-trained shared weights" in caplog.text
     for key, value in again.shared_state().items():
         torch.testing.assert_close(value, saved[key], rtol=0, atol=0)
     with pytest.raises(ConfigError, match="does not fit"):

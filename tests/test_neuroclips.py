@@ -13,15 +13,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from brainbench.backbones.frame_autoencoder import TemporalAttention
+from brainbench.backbones.sd_vae import SDVAEFrames
 from brainbench.describe import scale_shapes
 from brainbench.errors import ConfigError, MissingFileError
 from brainbench.generators import build_generator, generator_inputs
-from brainbench.generators.animatediff import AnimateDiffSparseCtrlGenerator, SDVAEFrames
+from brainbench.generators.animatediff import AnimateDiffSparseCtrlGenerator
 from brainbench.generators.base import GenerationContext
 from brainbench.generators.diffusers_backends import LatentDiffusionGenerator
-from brainbench.generators.video import TemporalAttention
 from brainbench.methods import build_method, load_method_config
-from brainbench.methods.mindeye import mixco, mixco_nce
+from brainbench.methods.losses import mixco, mixco_nce
 from brainbench.methods.neuroclips import NeuroClips, fit_ridge_pivot
 
 SHAPES = {
@@ -394,21 +395,65 @@ def test_real_scale_config_wires_the_sd_vae_to_animatediff():
     assert set(options) <= accepted - {"inputs", "context", "parts", "fixed", "image_size", "seed"}
 
 
-class _FrameCache:
-    """The two FeatureCache members cache_latents reads: ``arrays`` and ``rows``."""
+class _NoImageBackbone:
+    """Stands in for the CLIP backbone when a cache holds only frames and latents (no image feature)."""
 
-    def __init__(self, frames, ids):
-        self.arrays, self.ids = {"frames:16": frames}, np.asarray(ids)
+    backbone_id = "none:test"
 
-    def rows(self, stim_ids):
-        return np.searchsorted(self.ids, stim_ids)
+    def forward_features(self, images, layers=()):
+        return {}
 
 
-def test_cached_sd_vae_latents_are_the_batch_latents(vae_dir):
-    model = tiny_model(autoencoder=f"sd-vae:{vae_dir}")
-    frames = np.random.default_rng(0).random((5, 3, 3, 16, 16), dtype=np.float32)
-    model.cache_latents(_FrameCache(frames, [10, 11, 12, 13, 14]), np.array([11, 13, 14]), chunk=2)
-    batch = {"voxels": torch.zeros(2, 40), "stim_id": torch.tensor([14, 11]), "frames:16": None}
-    expected = model.encode_frames(torch.from_numpy(frames[[4, 1]]))
+@pytest.mark.parametrize("autoencoder", ["world-video-ae", "sd-vae"])
+def test_feature_cache_latents_are_what_neuroclips_trains_on(autoencoder, vae_dir, tmp_path):
+    """The cache's ``latents:<px>:<autoencoder>`` = the frozen autoencoder on the cached float16 frames."""
+    from brainbench.backbones.frame_autoencoder import latent_target_name
+    from brainbench.data.feature_cache import FeatureCache
+    from brainbench.data.stimulus_store import write_stimulus_store
+
+    size = 64 if autoencoder == "world-video-ae" else 16
+    ae_id = autoencoder if autoencoder == "world-video-ae" else f"sd-vae:{vae_dir}"
+    rng = np.random.default_rng(0)
+    clips = rng.integers(0, 256, (5, 3, size, size, 3), dtype=np.uint8)
+    ids = np.array([3, 4, 7, 8, 9])
+    store = tmp_path / "stimuli.hdf5"
+    write_stimulus_store(store, ids, None, [["a"]] * 5, [["c"]] * 5, frames=clips, keyframe=1)
+    names = (f"frames:{size}", latent_target_name(ae_id, size))
+    cache = FeatureCache.build(tmp_path, store, "0" * 64, _NoImageBackbone(), names=names, progress=False)
+    assert cache.record["float32"] == [names[1]] and cache.shape(names[1])[0] == 3
+
+    shapes = {k: v for k, v in SHAPES.items() if k != "frames:16"}
+    shapes |= {names[0]: cache.shape(names[0]), names[1]: cache.shape(names[1])}
+    widths = (8,) * (4 if size == 64 else 2)  # up to the 8- or 2-side latent
+    model = tiny_model(autoencoder=ae_id, target_shapes=shapes, frames_target=names[0], decoder_widths=widths)
+    assert model.latent_target() == names[1]
+    batch = {"voxels": torch.zeros(2, 40), **cache.lookup(np.array([8, 3]))}
+    expected = model.encode_frames(batch[names[0]])  # what NeuroClips encoded itself before the cache did
+    # equal up to float rounding: the cache encodes every stimulus in one call, here two clips are encoded
     torch.testing.assert_close(model.true_latents(batch), expected)
-    assert next(model.autoencoder.parameters()).device.type == "cpu"  # back where it was
+    assert not torch.equal(batch[names[1]], torch.zeros_like(batch[names[1]]))
+    batch.pop(names[1])  # without the cached target (an older config) the frames are encoded here
+    torch.testing.assert_close(model.true_latents(batch), expected, rtol=0, atol=0)
+    with pytest.raises(ConfigError, match=r"has shape"):
+        tiny_model(
+            autoencoder=ae_id,
+            target_shapes=shapes | {names[1]: (3, 1, 1, 1)},
+            frames_target=names[0],
+            decoder_widths=widths,
+        )
+
+
+def test_latent_target_names_and_shapes_without_weights():
+    from brainbench.backbones.frame_autoencoder import (
+        latent_target_name,
+        latent_target_shape,
+        load_autoencoder,
+        parse_latent_target,
+    )
+
+    name = latent_target_name("sd-vae:stabilityai/sd-vae-ft-mse", 224)
+    assert parse_latent_target(name) == (224, "sd-vae:stabilityai/sd-vae-ft-mse")
+    assert latent_target_shape(name, 6) == (6, 4, 28, 28)  # what the real-scale PR regresses
+    assert latent_target_shape("latents:64:world-video-ae", 6) == (6, *load_autoencoder().latent_shape)
+    with pytest.raises(ConfigError, match=r"latents:<pixels>:<autoencoder>"):
+        parse_latent_target("latents:world-video-ae")

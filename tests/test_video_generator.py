@@ -6,22 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from brainbench.errors import ConfigError, DataFormatError
-from brainbench.eval.video_metrics import frame_psnr
-from brainbench.generators.video import (
+from brainbench.backbones.frame_autoencoder import (
     AE_NAME,
-    GENERATOR_NAME,
     WEIGHTS_FILE,
     FrameAutoencoder,
-    WorldVideoGenerator,
     asset_dir,
     load_autoencoder,
     load_card,
-    load_video_model,
-    neighbour_rows,
-    to_uint8_clips,
 )
-from brainbench.world.clip import sha256_file
+from brainbench.backbones.world_clip import sha256_file
+from brainbench.backbones.world_video import GENERATOR_NAME, load_video_model, to_uint8_clips
+from brainbench.errors import ConfigError, DataFormatError
+from brainbench.eval.video_metrics import frame_psnr
+from brainbench.generators.video import WorldVideoGenerator, neighbour_rows
 
 INPUTS = {"blurry": "frame_latents", "keyframe": "clip_tokens", "caption": "clip_text"}
 

@@ -8,9 +8,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from brainbench.errors import DataFormatError, MissingFileError
-from brainbench.world import clip as world_clip
-from brainbench.world.clip import (
+from brainbench.backbones import world_clip
+from brainbench.backbones.world_clip import (
     WEIGHTS_FILE,
     WORLD_CLIP_ARCH,
     create_world_clip,
@@ -21,6 +20,7 @@ from brainbench.world.clip import (
     world_clip_config,
     world_clip_tokenizer,
 )
+from brainbench.errors import DataFormatError, MissingFileError
 
 FOLDER_MEAN = [0.25, 0.5, 0.75]
 FOLDER_STD = [0.2, 0.3, 0.4]

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from brainbench.backbones.openclip import ImageBackbone
+from brainbench.backbones.world_clip import create_world_clip
 from brainbench.errors import ConfigError
 from brainbench.world.anatomy import ROI_LABELS, build_anatomy, subject_grid
-from brainbench.world.clip import create_world_clip
 from brainbench.world.config import WORLD_PRESETS, get_world_config
 from brainbench.world.design import make_design
 from brainbench.world.encoding import simulate_subject

@@ -356,7 +356,7 @@ class OpenClipOutputs(nn.Module):
 def world_clip_outputs(path: Path | None, outputs: tuple[str, ...]) -> nn.Module:
     """The shipped world CLIP (random weights when ``path`` is ``None``) giving ``outputs``."""
     from brainbench.backbones.openclip import ImageBackbone, load_backbone
-    from brainbench.world.clip import create_world_clip
+    from brainbench.backbones.world_clip import create_world_clip
 
     if path is None:
         return OpenClipOutputs(ImageBackbone(create_world_clip(None), "world-clip:random"), outputs)

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from brainbench.backbones.world_clip import WORLD_CLIP_ARCH, WORLD_CLIP_DIR, WORLD_CLIP_TAG, create_world_clip
 from brainbench.errors import ConfigError, MissingFileError
-from brainbench.world.clip import WORLD_CLIP_ARCH, WORLD_CLIP_DIR, WORLD_CLIP_TAG, create_world_clip
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def load_backbone(backbone_id: str) -> ImageBackbone:
         raise ConfigError(f"backbone id {backbone_id!r} must look like <arch>:<tag>, e.g. ViT-L-14:openai")
     arch, tag = backbone_id.split(":", 1)
     if arch == WORLD_CLIP_ARCH:
-        from brainbench.world.clip import register_world_clip
+        from brainbench.backbones.world_clip import register_world_clip
 
         register_world_clip()
     if arch not in open_clip.list_models():

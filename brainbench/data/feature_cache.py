@@ -4,8 +4,11 @@ A cache lives in ``<prepared dir>/features/<backbone id>/``: one ``<name>.npy`` 
 ``stim_ids.npy`` order) plus ``cache.json`` recording the backbone id and the sha256 of the stimulus store it
 was computed from. A cache whose store checksum no longer matches is rebuilt, never silently reused.
 Besides image features (``clip_tokens``, ``clip_image``, ``layer:<k>``) it holds text targets computed from
-the store's captions and categories (:data:`brainbench.data.text_features.TEXT_FEATURES`) and resized pixels
-or video frames (``pixels:<px>``, ``frames:<px>``; :mod:`brainbench.data.pixel_features`).
+the store's captions and categories (:data:`brainbench.data.text_features.TEXT_FEATURES`), resized pixels
+or video frames (``pixels:<px>``, ``frames:<px>``; :mod:`brainbench.data.pixel_features`) and the latents of
+those frames under a frozen frame autoencoder (``latents:<px>:<autoencoder>``, ``(F, C, px/8, px/8)``, kept
+float32: the perception reconstructor's targets, NeuroClips Eq. 1; ids in
+:func:`brainbench.backbones.frame_autoencoder.load_frame_encoder`), each computed once per stimulus.
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from brainbench.backbones.frame_autoencoder import (
+    encode_clips,
+    is_latent_target,
+    load_frame_encoder,
+    parse_latent_target,
+)
 from brainbench.backbones.openclip import ImageBackbone
 from brainbench.data.pixel_features import is_pixel_feature, pixel_features
 from brainbench.data.stimulus_store import StimulusStore
@@ -28,7 +37,25 @@ from brainbench.errors import ConfigError, DataFormatError
 
 
 def _file_name(feature: str) -> str:
-    return feature.replace(":", "_") + ".npy"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", feature) + ".npy"
+
+
+def latent_features(
+    stim_ids: np.ndarray, names: Sequence[str], frames: dict[str, np.ndarray], store: StimulusStore
+) -> dict[str, np.ndarray]:
+    """``latents:<px>:<autoencoder>`` of ``stim_ids`` (rows in that order), float32.
+
+    The clips are the ``frames:<px>`` features (float16, as cached), taken from ``frames`` when computed
+    already, else from the store.
+    """
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        size, autoencoder = parse_latent_target(name)
+        clips = frames.get(f"frames:{size}")
+        if clips is None:
+            clips = pixel_features(store, stim_ids, [f"frames:{size}"])[f"frames:{size}"]
+        out[name] = encode_clips(load_frame_encoder(autoencoder, size), clips).numpy()
+    return out
 
 
 def cache_dir_for(prepared_dir: Path, backbone_id: str) -> Path:
@@ -115,7 +142,9 @@ class FeatureCache:
         store = StimulusStore(store_path)
         stim_ids = np.asarray(store.stim_ids, dtype=np.int64)
         layers = tuple(int(n.split(":")[1]) for n in names if n.startswith("layer:"))
-        image_names = [n for n in names if n not in TEXT_FEATURES and not is_pixel_feature(n)]
+        image_names = [
+            n for n in names if n not in TEXT_FEATURES and not is_pixel_feature(n) and not is_latent_target(n)
+        ]
         chunks: dict[str, list[np.ndarray]] = {n: [] for n in image_names}
         for start in tqdm(
             range(0, len(stim_ids), batch_size),
@@ -131,6 +160,7 @@ class FeatureCache:
         text = text_features(store, stim_ids, backbone, [n for n in names if n in TEXT_FEATURES])
         arrays.update({n: a.astype(np.float16) for n, a in text.items()})
         arrays.update(pixel_features(store, stim_ids, [n for n in names if is_pixel_feature(n)]))
+        arrays.update(latent_features(stim_ids, [n for n in names if is_latent_target(n)], arrays, store))
         tmp = directory.with_name(directory.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -145,6 +175,7 @@ class FeatureCache:
                     "names": list(names),
                     "n_stimuli": int(len(stim_ids)),
                     "dtype": "float16",
+                    "float32": [n for n in names if arrays[n].dtype == np.float32],
                 },
                 indent=2,
             )

@@ -18,7 +18,6 @@ A world dataset is generated on first use under ``<home>/worlds/`` and its versi
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from brainbench.data.manifest import Manifest
+from brainbench.data.sources import ADAPTERS
 from brainbench.errors import ConfigError
+from brainbench.registry import Registry, import_target
 
 WORLD_FILE = "brainbench_world.json"
 
@@ -37,7 +38,8 @@ class DatasetEntry:
 
     Attributes:
         name: the ``--dataset`` name.
-        adapter: ``module:function`` of the adapter (``prepare_*(root, subject, out, **options)``).
+        adapter: id of its adapter in :data:`brainbench.data.sources.ADAPTERS` (``prepare_<id>(root, subject,
+            out, **options)``).
         task: leaderboard file stem (``leaderboards/<name>/<task>.csv``).
         world: ``module:function`` generating the world (``(root, preset, subjects, progress) -> root``), or
             ``None`` for real data.
@@ -62,40 +64,46 @@ class DatasetEntry:
         return self.world is not None
 
 
-DATASETS: dict[str, DatasetEntry] = {
-    entry.name: entry
-    for entry in (
-        DatasetEntry(
-            "world-nsd",
-            "brainbench.data.sources.nsd:prepare_nsd",
-            "retrieval",
-            world="brainbench.world.build:generate_world",
-            world_folder="world-nsd",
-            world_config="brainbench.world.config:get_world_config",
-        ),
-        DatasetEntry(
-            "world-god",
-            "brainbench.data.sources.god:prepare_god",
-            "zeroshot",
-            world="brainbench.world.god:generate_world_god",
-            world_folder="world-god",
-            world_config="brainbench.world.god:get_god_config",
-        ),
-        DatasetEntry(
-            "world-cc2017",
-            "brainbench.data.sources.cc2017:prepare_cc2017",
-            "video",
-            world="brainbench.world.cc2017:generate_world_cc2017",
-            world_folder="world-cc2017",
-            world_config="brainbench.world.cc2017:get_cc2017_config",
-        ),
-        DatasetEntry("nsd", "brainbench.data.sources.nsd:prepare_nsd", "retrieval", real_version="nsd-2021"),
-        DatasetEntry("god", "brainbench.data.sources.god:prepare_god", "zeroshot", real_version="god-v2"),
-        DatasetEntry(
-            "cc2017", "brainbench.data.sources.cc2017:prepare_cc2017", "video", real_version="cc2017-wen2018"
-        ),
-    )
-}
+DATASETS: Registry[DatasetEntry] = Registry(
+    "dataset",
+    {
+        entry.name: entry
+        for entry in (
+            DatasetEntry(
+                "world-nsd",
+                "nsd",
+                "retrieval",
+                world="brainbench.world.build:generate_world",
+                world_folder="world-nsd",
+                world_config="brainbench.world.config:get_world_config",
+            ),
+            DatasetEntry(
+                "world-god",
+                "god",
+                "zeroshot",
+                world="brainbench.world.god:generate_world_god",
+                world_folder="world-god",
+                world_config="brainbench.world.god:get_god_config",
+            ),
+            DatasetEntry(
+                "world-cc2017",
+                "cc2017",
+                "video",
+                world="brainbench.world.cc2017:generate_world_cc2017",
+                world_folder="world-cc2017",
+                world_config="brainbench.world.cc2017:get_cc2017_config",
+            ),
+            DatasetEntry("nsd", "nsd", "retrieval", real_version="nsd-2021"),
+            DatasetEntry("god", "god", "zeroshot", real_version="god-v2"),
+            DatasetEntry(
+                "cc2017",
+                "cc2017",
+                "video",
+                real_version="cc2017-wen2018",
+            ),
+        )
+    },
+)
 
 
 def get_dataset(name: str) -> DatasetEntry:
@@ -104,14 +112,11 @@ def get_dataset(name: str) -> DatasetEntry:
     Raises:
         ConfigError: naming the known datasets.
     """
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return DATASETS[name]
+    return DATASETS.load(name)
 
 
 def _resolve(target: str) -> Callable[..., Any]:
-    module, function = target.split(":")
-    return getattr(importlib.import_module(module), function)
+    return import_target(target)  # type: ignore[return-value]
 
 
 def world_version(entry: DatasetEntry, preset: str) -> str:
@@ -182,7 +187,7 @@ def prepare(
     progress: bool,
 ) -> Manifest:
     """Runs the entry's adapter on ``raw_root`` (reusing an identical prepared ``out``)."""
-    adapter = _resolve(entry.adapter)
+    adapter = ADAPTERS.load(entry.adapter)
     return adapter(
         raw_root, subject, out, dataset=entry.name, dataset_version=version, progress=progress, **options
     )

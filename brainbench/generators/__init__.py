@@ -3,7 +3,7 @@
 A method config asks for one in its ``generator`` section::
 
     generator:
-      kind: world-decoder          # a key of GENERATORS
+      kind: world-decoder          # an id of GENERATORS (``GENERATORS.list()``)
       inputs:                      # generator input -> the method's prediction of that name
         clip_image: clip_image
       options: {}                  # keyword arguments of the generator's ``from_config``
@@ -18,17 +18,23 @@ from typing import Any
 
 from brainbench.errors import ConfigError
 from brainbench.generators.base import GenerationContext, ImageGenerator
+from brainbench.registry import Registry
 
-#: generator kind -> ``module:Class`` (imported on use, so heavy backends load only when asked for)
-GENERATORS: dict[str, str] = {
-    "retrieval": "brainbench.generators.retrieval:RetrievalGenerator",
-    "world-decoder": "brainbench.generators.world_decoder:WorldDecoderGenerator",
-    "unclip": "brainbench.generators.diffusers_backends:UnCLIPGenerator",
-    "versatile-diffusion": "brainbench.generators.diffusers_backends:VersatileDiffusionGenerator",
-    "sd-img2img": "brainbench.generators.diffusers_backends:Img2ImgGenerator",
-    "world-video": "brainbench.generators.video:WorldVideoGenerator",
-    "animatediff-sparsectrl": "brainbench.generators.animatediff:AnimateDiffSparseCtrlGenerator",
-}
+#: generator kind -> ``module:Class`` (imported on use, so heavy backends load only when asked for); other
+#: packages add kinds through the ``brainbench.generators`` entry-point group
+GENERATORS: Registry[type[ImageGenerator]] = Registry(
+    "generator kind",
+    {
+        "retrieval": "brainbench.generators.retrieval:RetrievalGenerator",
+        "world-decoder": "brainbench.generators.world_decoder:WorldDecoderGenerator",
+        "unclip": "brainbench.generators.diffusers_backends:UnCLIPGenerator",
+        "versatile-diffusion": "brainbench.generators.diffusers_backends:VersatileDiffusionGenerator",
+        "sd-img2img": "brainbench.generators.diffusers_backends:Img2ImgGenerator",
+        "world-video": "brainbench.generators.video:WorldVideoGenerator",
+        "animatediff-sparsectrl": "brainbench.generators.animatediff:AnimateDiffSparseCtrlGenerator",
+    },
+    entry_point_group="brainbench.generators",
+)
 
 __all__ = ["GENERATORS", "GenerationContext", "ImageGenerator", "build_generator", "generator_inputs"]
 
@@ -44,12 +50,6 @@ def generator_inputs(spec: dict[str, Any]) -> dict[str, str]:
 
 
 def build_generator(spec: dict[str, Any], context: GenerationContext) -> ImageGenerator:
-    """Instantiates the generator a config's ``generator`` section names."""
-    import importlib
-
-    kind = spec.get("kind")
-    if kind not in GENERATORS:
-        raise ConfigError(f"unknown generator kind {kind!r}; available: {', '.join(sorted(GENERATORS))}")
-    module_name, _, class_name = GENERATORS[kind].partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    """Instantiates the generator a config's ``generator`` section names (an unknown kind lists the valid)."""
+    cls = GENERATORS.load(str(spec.get("kind")))
     return cls.from_config(inputs=generator_inputs(spec), context=context, **(spec.get("options") or {}))

@@ -27,7 +27,6 @@ from a ``conditioning.safetensors`` file (keys ``prompt_embeds``, ``negative_pro
 from __future__ import annotations
 
 import inspect
-import os
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from brainbench.backbones.sd_vae import resolve_model_dir
 from brainbench.errors import ConfigError, MissingFileError
 from brainbench.generators.base import GenerationContext, ImageGenerator
 
@@ -46,33 +46,6 @@ CONDITIONING_FILE = "conditioning.safetensors"
 
 Parts = dict[str, Any]
 """diffusers components by role: ``unet``, ``vae``, ``scheduler`` and the backend's extras."""
-
-
-def resolve_model_dir(model: str) -> Path:
-    """A local diffusers folder: ``model`` itself if it is a directory, else its snapshot in the HF cache.
-
-    Raises:
-        MissingFileError: neither exists; names the id, where it was looked for and how to fetch it.
-    """
-    if Path(model).is_dir():
-        return Path(model)
-    is_repo_id = "/" in model and not model.startswith(("/", "."))
-    if is_repo_id:
-        from huggingface_hub import snapshot_download
-
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        try:
-            return Path(snapshot_download(model, local_files_only=True))
-        except Exception:  # noqa: BLE001 (LocalEntryNotFoundError, OfflineModeIsEnabled, ...: "not here")
-            pass
-    from huggingface_hub.constants import HF_HUB_CACHE
-
-    raise MissingFileError(
-        Path(HF_HUB_CACHE) / f"models--{model.replace('/', '--')}" if is_repo_id else model,
-        f"the diffusers weights of {model} are not on this machine and are never downloaded here. On a "
-        f"machine with network run `hf download {model} --local-dir /some/dir` (huggingface_hub's CLI), "
-        "copy the folder here and pass it as the generator option `model: /some/dir`",
-    )
 
 
 def _import(path: str) -> Any:  # noqa: ANN401 (a class)

@@ -111,7 +111,7 @@ class RetrievalGenerator(ImageGenerator):
         with StimulusStore(context.prepared / context.manifest.stimulus_store["path"]) as store:
             images = store.images(stim_ids)
         if images.shape[1] != context.image_size:
-            from brainbench.generators.world_decoder import to_uint8_images
+            from brainbench.backbones.world_decoder import to_uint8_images
 
             images = to_uint8_images(
                 torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0, context.image_size

@@ -94,6 +94,16 @@ PROVENANCE_PACKAGES: tuple[str, ...] = (
     "scikit-image",
 )
 _INTEGER_COLUMNS = ("seed", "n_train_samples", "n_params")
+#: columns without which a row cannot be told apart from another (the renderer groups by them)
+KEY_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "method",
+    "method_version",
+    "dataset",
+    "dataset_version",
+    "subject",
+    "seed",
+)
 _FLOAT_COLUMNS = ("train_seconds", "peak_memory_mb")
 
 
@@ -299,7 +309,7 @@ def append_row(csv_path: str | Path, row: Mapping[str, object]) -> None:
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(csv_path) + ".lock"):
         if csv_path.exists() and csv_path.stat().st_size > 0:
-            old = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+            old = _read_text_table(csv_path)
             if run_id in set(old.get("run_id", pd.Series(dtype=str))):
                 raise ConfigError(f"{csv_path}: run_id {run_id!r} is already there\n  fix: use a new run id")
             table = pd.concat([old, new], ignore_index=True)
@@ -321,14 +331,44 @@ def append_row(csv_path: str | Path, row: Mapping[str, object]) -> None:
             raise
 
 
+def _read_text_table(csv_path: Path) -> pd.DataFrame:
+    """The CSV as text cells, or a :class:`DataFormatError` naming the file, the line and the fix."""
+    fix = f"repair or remove that line of {csv_path} (git diff shows hand edits and bad merges)"
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as error:
+        raise DataFormatError(csv_path, f"unreadable CSV ({str(error).strip()})", fix) from error
+    except (UnicodeDecodeError, pd.errors.EmptyDataError) as error:
+        raise DataFormatError(csv_path, f"not a leaderboard CSV ({error})", fix) from error
+    missing = [c for c in KEY_COLUMNS if c not in table.columns]
+    if missing:
+        raise DataFormatError(
+            csv_path, f"missing key columns {missing}", f"restore the header of {csv_path} from git"
+        )
+    return table
+
+
+def check_leaderboard(csv_path: str | Path) -> None:
+    """Raises :class:`DataFormatError` now if ``csv_path`` exists but a row could not be appended to it.
+
+    ``bench`` calls it before training, so a broken leaderboard is found before hours of work, not after.
+    """
+    csv_path = Path(csv_path)
+    if csv_path.is_file() and csv_path.stat().st_size > 0:
+        _read_text_table(csv_path)
+
+
 def read_leaderboard(csv_path: str | Path) -> pd.DataFrame:
     """Read a leaderboard CSV with typed columns: metrics and numeric provenance as numbers, the rest text.
 
     Blank metric cells become NaN; blank text cells stay ``""``. Integer provenance columns use pandas'
     nullable ``Int64``. ``postprocess`` and ``source`` are filled with ``none`` / ``brainbench`` where absent
     or blank (rows written before those columns existed).
+
+    Raises:
+        DataFormatError: a line that does not parse or a missing key column (:data:`KEY_COLUMNS`).
     """
-    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    table = _read_text_table(Path(csv_path))
     for column, default in (("postprocess", NO_POSTPROCESS), ("source", EVALUATED_SOURCE)):
         if column not in table.columns:
             table[column] = default

@@ -1,10 +1,15 @@
 """What every decoder shares: hyperparameters, the predict step, named outputs, and safe save/load.
 
 A method subclasses :class:`DecoderModule`, sets the class attributes (``method_id``, ``method_version``,
-``paper``, ``fidelity``, ``predicts``), builds its layers in :meth:`configure_models` and maps voxels to named
-predictions in :meth:`forward`. The evaluator reads prediction names (``clip_tokens``, ``clip_image``, ...),
-never method names. Data-dependent sizes (``n_voxels`` and ``target_shapes``) are constructor arguments that
-the runner fills in from the prepared dataset and the backbone.
+``paper``, ``fidelity``, ``predicts``), builds its layers in :meth:`configure_models` (then
+:meth:`configure_losses` and :meth:`configure_metrics` run, as in torchgeo's ``BaseTask``), maps voxels to
+named predictions in :meth:`forward` and gives a batch's loss terms in :meth:`loss_terms`. The training and
+validation steps are written once here: they log every term as ``<stage>_<term>`` (``<stage>_loss`` for the
+optimised sum) and, on validation, rank each trial's ``val_retrieval_name()`` prediction among the distinct
+validation stimuli (:class:`~brainbench.metrics.trials.SingleTrialRetrieval`), logged as ``val_top1``.
+The evaluator reads prediction names (``clip_tokens``, ``clip_image``, ...), never method names.
+Data-dependent sizes (``n_voxels`` and ``target_shapes``) are constructor arguments that the runner fills in
+from the prepared dataset and the backbone.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from typing import Any, ClassVar
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from brainbench.errors import ConfigError, MissingFileError
+from brainbench.metrics.trials import SingleTrialRetrieval
 
 CONFIG_FILE = "decoder.json"
 WEIGHTS_FILE = "decoder.safetensors"
@@ -59,6 +66,13 @@ def adamw_one_cycle(
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+@torch.no_grad()
+def in_batch_top1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Share of rows whose cosine-nearest target row (flattened) is their own, within the batch."""
+    sim = F.normalize(pred.flatten(1), dim=-1) @ F.normalize(target.flatten(1), dim=-1).T
+    return (sim.argmax(dim=1) == torch.arange(len(sim), device=sim.device)).float().mean()
+
+
 class DecoderModule(L.LightningModule):
     """Base LightningModule of the brainbench methods.
 
@@ -75,6 +89,9 @@ class DecoderModule(L.LightningModule):
     predicts: ClassVar[tuple[str, ...]] = ("clip_tokens",)
     #: validation metric that selects the checkpoint kept for testing (``None``: keep the last weights)
     monitor: ClassVar[str | None] = None
+    #: prediction (and target) ranked by single-trial retrieval on validation, logged as ``val_top1``
+    #: (``None``: no retrieval); see :meth:`val_retrieval_name`
+    val_retrieval_target: ClassVar[str | None] = None
     monitor_mode: ClassVar[str] = "min"
     #: constructor arguments that determine :meth:`pretrain`'s weights (``None``: all of them); the cache key
     #: of pre-trained weights uses only these (:func:`brainbench.pretraining.pretrain_cache_dir`)
@@ -89,6 +106,8 @@ class DecoderModule(L.LightningModule):
         if missing:
             raise ConfigError(f"{self.method_id} predicts {missing} but no target shape was given for them")
         self.configure_models()
+        self.configure_losses()
+        self.configure_metrics()
 
     def predicted_names(self) -> tuple[str, ...]:
         """Names of the predictions :meth:`forward` returns (the class's ``predicts`` unless configurable)."""
@@ -98,9 +117,75 @@ class DecoderModule(L.LightningModule):
         """Builds the layers (called once from ``__init__``)."""
         raise NotImplementedError
 
+    def configure_losses(self) -> None:
+        """Sets up what the loss needs beyond the layers (a schedule, fixed tensors); nothing by default."""
+
+    def configure_metrics(self) -> None:
+        """Validation metrics: the single-trial retrieval of :meth:`val_retrieval_name`, if any."""
+        if self.val_retrieval_name() is not None:
+            self.val_retrieval = SingleTrialRetrieval()
+
+    def val_retrieval_name(self) -> str | None:
+        """The prediction ranked on validation (``val_top1``): the class's ``val_retrieval_target``."""
+        return self.val_retrieval_target
+
     def forward(self, voxels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Maps ``(B, n_voxels)`` voxels to named predictions with the shapes of ``target_shapes``."""
         raise NotImplementedError
+
+    # -- training and validation (shared) -------------------------------------------------------------------
+    def schedule_epochs(self) -> int:
+        """Length of the training schedule in epochs: the trainer's ``max_epochs``.
+
+        Outside a trainer (a unit test) the constructor's ``max_epochs`` argument, if the method has one.
+        """
+        trainer = self._trainer
+        if trainer is not None and trainer.max_epochs is not None and trainer.max_epochs > 0:
+            return int(trainer.max_epochs)
+        return int(self.hparams.get("max_epochs", 1))
+
+    def loss_terms(
+        self, batch: dict[str, torch.Tensor], stage: str
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """A batch's loss terms and the predictions they were computed from.
+
+        Args:
+            batch: voxels, ``stim_id`` and the targets.
+            stage: ``train`` (augmentation such as BiMixCo applies) or ``val``.
+
+        Returns:
+            ``terms`` (``loss``: the optimised sum; other entries are logged as ``<stage>_<name>``) and
+            ``predictions`` by name (unmixed on validation).
+        """
+        raise NotImplementedError
+
+    def log_terms(self, stage: str, terms: dict[str, torch.Tensor | float], batch_size: int) -> None:
+        """Logs each term as ``<stage>_<name>``; validation values are synced across processes."""
+        sync = stage != "train"
+        for name, value in terms.items():
+            self.log(f"{stage}_{name}", value, prog_bar=name == "loss", batch_size=batch_size, sync_dist=sync)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """The ``loss`` of :meth:`loss_terms` on a training batch, every term logged."""
+        terms, _ = self.loss_terms(batch, "train")
+        self.log_terms("train", terms, len(batch["voxels"]))
+        return terms["loss"]
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Every term on a validation batch; its trials join the epoch's ``val_top1``."""
+        terms, predictions = self.loss_terms(batch, "val")
+        self.log_terms("val", terms, len(batch["voxels"]))
+        self.update_val_metrics(batch, predictions)
+        return terms["loss"]
+
+    def update_val_metrics(
+        self, batch: dict[str, torch.Tensor], predictions: dict[str, torch.Tensor]
+    ) -> None:
+        """Adds a validation batch to the :meth:`configure_metrics` metrics and logs them (``val_top1``)."""
+        name = self.val_retrieval_name()
+        if name is not None:
+            self.val_retrieval.update(predictions[name], batch[name], batch["stim_id"])
+            self.log("val_top1", self.val_retrieval, prog_bar=True, batch_size=len(batch["stim_id"]))
 
     def check_voxels(self, voxels: torch.Tensor) -> None:
         """Raises a clear error when the input does not match the voxel count the model was built for."""

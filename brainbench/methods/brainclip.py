@@ -54,6 +54,7 @@ from torch import nn
 
 from brainbench.errors import ConfigError
 from brainbench.methods.base import DecoderModule, decay_groups
+from brainbench.methods.losses import clip_loss
 from brainbench.metrics.trials import SingleTrialRetrieval
 
 _MAX_LOGIT_SCALE = 100.0  # CLIP clamps its learnable logit scale here
@@ -80,8 +81,7 @@ def symmetric_nce(
     """
     logits = logit_scale * F.normalize(pred, dim=-1) @ F.normalize(target, dim=-1).T
     if not share_positives:
-        labels = torch.arange(len(logits), device=logits.device)
-        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        return clip_loss(logits)
     soft = same_target_labels(target)  # symmetric pattern, so the column problem uses the same labels
     rows = -(soft * logits.log_softmax(dim=1)).sum(dim=1).mean()
     cols = -(soft * logits.T.log_softmax(dim=1)).sum(dim=1).mean()
@@ -136,6 +136,7 @@ class BrainCLIP(DecoderModule):
     predicts = ("clip_image", "clip_text")
     monitor = "val_loss"
     monitor_mode = "min"
+    val_retrieval_target = "clip_image"
 
     def __init__(
         self,
@@ -202,7 +203,10 @@ class BrainCLIP(DecoderModule):
             self.log_logit_scale = nn.Parameter(scale)
         else:
             self.register_buffer("log_logit_scale", scale)
-        self.val_retrieval = SingleTrialRetrieval()
+
+    def configure_metrics(self) -> None:
+        """``val_top1`` (image retrieval) and ``val_zeroshot_top1`` (among the split's text targets)."""
+        super().configure_metrics()
         self.val_zero_shot = SingleTrialRetrieval()
 
     def encode(self, voxels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -234,42 +238,33 @@ class BrainCLIP(DecoderModule):
         """``1 / tau``, clamped at 100 as in CLIP."""
         return self.log_logit_scale.clamp(max=math.log(_MAX_LOGIT_SCALE)).exp()
 
-    def loss_terms(self, voxels: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The three loss terms, their weighted sum (``loss``) and the embedding (``embedding``)."""
+    def loss_terms(
+        self, batch: dict[str, torch.Tensor], stage: str
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The three loss terms and their weighted sum (``loss``), on a sampled embedding in training."""
         hp = self.hparams
-        embedding, mu, logvar = self._embed(voxels)
+        embedding, mu, logvar = self._embed(batch["voxels"])
         scale = self.logit_scale()
         image = symmetric_nce(embedding, batch["clip_image"], scale, hp.share_positives)
         text = symmetric_nce(self._text(embedding), batch[hp.text_target], scale, hp.share_positives)
-        kl = gaussian_kl(mu, logvar) if logvar is not None else torch.zeros((), device=voxels.device)
+        kl = gaussian_kl(mu, logvar) if logvar is not None else torch.zeros((), device=embedding.device)
         total = image + hp.alpha * text + (hp.beta * kl if logvar is not None else 0.0)
-        return {"loss": total, "image_nce": image, "text_nce": text, "kl": kl, "embedding": embedding}
+        terms = {"loss": total, "image_nce": image, "text_nce": text, "kl": kl}
+        if stage == "train":
+            terms["temp"] = 1 / scale.detach()
+        return terms, {"clip_image": embedding}
 
-    def _log(self, stage: str, terms: dict[str, torch.Tensor], n: int) -> None:
-        sync = stage != "train"
-        self.log(f"{stage}_loss", terms["loss"], prog_bar=True, batch_size=n, sync_dist=sync)
-        for name in ("image_nce", "text_nce", "kl"):
-            self.log(f"{stage}_{name}", terms[name], batch_size=n, sync_dist=sync)
+    def update_val_metrics(
+        self, batch: dict[str, torch.Tensor], predictions: dict[str, torch.Tensor]
+    ) -> None:
+        """``val_top1`` and ``val_zeroshot_top1``: each sample ranked among the split's distinct text targets.
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """The weighted loss on a sampled embedding."""
-        terms = self.loss_terms(batch["voxels"], batch)
-        self._log("train", terms, len(batch["voxels"]))
-        self.log("train_temp", 1 / self.logit_scale().detach(), batch_size=len(batch["voxels"]))
-        return terms["loss"]
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """Loss on ``mu``, ``val_top1`` (image retrieval), ``val_zeroshot_top1`` (among the val classes)."""
-        terms = self.loss_terms(batch["voxels"], batch)
-        n = len(batch["voxels"])
-        self._log("val", terms, n)
-        embedding, text = terms["embedding"], batch[self.hparams.text_target]
-        self.val_retrieval.update(embedding, batch["clip_image"], batch["stim_id"])
-        self.log("val_top1", self.val_retrieval, prog_bar=True, batch_size=n)
-        # each sample ranked among the distinct text targets of the split (GOD: the val categories' prompts)
+        On GOD those are the val categories' prompts.
+        """
+        super().update_val_metrics(batch, predictions)
+        embedding, text = predictions["clip_image"], batch[self.hparams.text_target]
         self.val_zero_shot.update(embedding, text, _row_keys(text.flatten(1)))
-        self.log("val_zeroshot_top1", self.val_zero_shot, batch_size=n)
-        return terms["loss"]
+        self.log("val_zeroshot_top1", self.val_zero_shot, batch_size=len(embedding))
 
     def configure_optimizers(self) -> dict:
         """AdamW (no decay on biases, norms and the temperature), cosine decay per step."""

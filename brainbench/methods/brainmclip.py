@@ -64,8 +64,7 @@ from torch import nn
 
 from brainbench.errors import ConfigError
 from brainbench.methods.base import DecoderModule, adamw_one_cycle
-from brainbench.methods.mindeye import mixco_nce
-from brainbench.metrics.trials import SingleTrialRetrieval
+from brainbench.methods.losses import flat_unit_rows, mixco_nce
 
 
 def select_rois(rois: Mapping[str, Sequence[int]], patterns: Sequence[str], role: str) -> np.ndarray:
@@ -95,7 +94,7 @@ def pool_tokens(tokens: torch.Tensor, pool: Literal["cls", "mean"]) -> torch.Ten
 
 def nce(pred: torch.Tensor, target: torch.Tensor, temp: float) -> torch.Tensor:
     """Bidirectional InfoNCE of flattened, L2-normalised rows (MindEye's ``mixco_nce`` without mixing)."""
-    return mixco_nce(F.normalize(pred.flatten(1), dim=-1), F.normalize(target.flatten(1), dim=-1), temp)
+    return mixco_nce(flat_unit_rows(pred), flat_unit_rows(target), temp)
 
 
 class BranchEncoder(nn.Module):
@@ -177,7 +176,7 @@ class BrainMCLIP(DecoderModule):
         w_cross: weight of the cross-reconstruction terms ``D_D(b_S) -> F_S`` and ``D_S(b_D) -> F_D``.
         max_lr: OneCycle peak learning rate of AdamW.
         weight_decay: AdamW weight decay on weight matrices.
-        max_epochs: schedule length (set it equal to the trainer's).
+        max_epochs: schedule length outside a trainer (a trainer's ``max_epochs`` takes precedence).
     """
 
     method_id = "brainmclip"
@@ -193,6 +192,7 @@ class BrainMCLIP(DecoderModule):
     predicts = ("clip_tokens", "clip_image", "detail")
     monitor = "val_top1"
     monitor_mode = "max"
+    val_retrieval_target = "clip_tokens"
 
     def __init__(
         self,
@@ -291,7 +291,6 @@ class BrainMCLIP(DecoderModule):
         )
         self.head_semantic = nn.Sequential(nn.LayerNorm(hp.code_dim), nn.Linear(hp.code_dim, dim))
         self.decoder_detail, self.decoder_semantic = decoder(len(detail_idx)), decoder(len(semantic_idx))
-        self.val_retrieval = SingleTrialRetrieval()
 
     # -- forward -------------------------------------------------------------------------------------------
     def split(self, voxels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -318,8 +317,10 @@ class BrainMCLIP(DecoderModule):
         """CLIP-Detail: the mean of the ``detail_layers`` token grids ``(B, T, W)``."""
         return torch.stack([batch[name] for name in self.detail_names()]).mean(dim=0)
 
-    def losses(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Every term of the loss (unweighted) and their weighted sum ``loss``; also the semantic tokens."""
+    def loss_terms(
+        self, batch: Mapping[str, torch.Tensor], stage: str = "train"
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Every term of the loss (unweighted), their weighted sum ``loss``, and the semantic tokens."""
         hp = self.hparams
         voxels = batch["voxels"]
         f_detail, f_semantic = self.split(voxels)
@@ -348,33 +349,15 @@ class BrainMCLIP(DecoderModule):
             "cross": hp.w_cross,
         }
         terms["loss"] = sum(weights[name.split("_")[0]] * value for name, value in terms.items())
-        terms["y_semantic"] = y_semantic
-        return terms
-
-    def _log_terms(self, stage: str, terms: dict[str, torch.Tensor], batch_size: int) -> None:
-        sync = stage != "train"
-        for name, value in terms.items():
-            if name != "y_semantic":
-                shown = name == "loss"
-                self.log(f"{stage}_{name}", value, prog_bar=shown, batch_size=batch_size, sync_dist=sync)
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """The weighted sum of every term on a training batch."""
-        terms = self.losses(batch)
-        self._log_terms("train", terms, len(batch["voxels"]))
-        return terms["loss"]
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """The terms on a validation batch; its semantic tokens join the epoch's ``val_top1``."""
-        terms = self.losses(batch)
-        self._log_terms("val", terms, len(batch["voxels"]))
-        self.val_retrieval.update(terms["y_semantic"], batch["clip_tokens"], batch["stim_id"])
-        self.log("val_top1", self.val_retrieval, prog_bar=True, batch_size=len(batch["voxels"]))
-        return terms["loss"]
+        return terms, {"clip_tokens": y_semantic}
 
     def configure_optimizers(self) -> dict:
         """AdamW (no decay on biases and LayerNorms), OneCycle(pct_start = 2 / epochs) stepped per batch."""
         hp = self.hparams
         return adamw_one_cycle(
-            self, self.parameters(), max_lr=hp.max_lr, weight_decay=hp.weight_decay, max_epochs=hp.max_epochs
+            self,
+            self.parameters(),
+            max_lr=hp.max_lr,
+            weight_decay=hp.weight_decay,
+            max_epochs=self.schedule_epochs(),
         )

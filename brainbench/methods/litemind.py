@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from brainbench.methods.base import DecoderModule
-from brainbench.metrics.trials import SingleTrialRetrieval
+from brainbench.methods.base import DecoderModule, in_batch_top1
+from brainbench.methods.losses import flat_unit_rows, info_nce
 
 
 class DropPath(nn.Module):
@@ -171,6 +171,7 @@ class LiteMind(DecoderModule):
     predicts = ("clip_tokens",)
     monitor = "val_top1"  # validation trials ranked among the distinct val images; val loss bottoms out early
     monitor_mode = "max"
+    val_retrieval_target = "clip_tokens"
 
     def __init__(
         self,
@@ -226,7 +227,6 @@ class LiteMind(DecoderModule):
         self.head_norm = nn.LayerNorm(n_tokens_out, eps=1e-6)
         self.head = nn.Linear(self.n_patches, dim_out)
         self.apply(_init_weights)
-        self.val_retrieval = SingleTrialRetrieval()
 
     def forward(self, voxels: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(B, V)`` voxels -> ``{"clip_tokens": (B, T, D)}``."""
@@ -241,39 +241,18 @@ class LiteMind(DecoderModule):
 
     def contrastive_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``CE(s * norm(target) @ norm(pred)^T, I)``: rows are targets, as the released loss."""
-        pred = F.normalize(pred.flatten(1), dim=-1)
-        target = F.normalize(target.flatten(1), dim=-1)
-        logits = self.hparams.logit_scale * target @ pred.T
-        return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+        return info_nce(self.hparams.logit_scale * flat_unit_rows(target) @ flat_unit_rows(pred).T)
 
-    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_terms(
+        self, batch: dict[str, torch.Tensor], stage: str
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The InfoNCE loss and the in-batch top-1 of a batch."""
         pred = self(batch["voxels"])["clip_tokens"]
-        loss = self.contrastive_loss(pred, batch["clip_tokens"])
-        with torch.no_grad():
-            sim = (
-                F.normalize(pred.flatten(1), dim=-1) @ F.normalize(batch["clip_tokens"].flatten(1), dim=-1).T
-            )
-            top1 = (sim.argmax(dim=1) == torch.arange(len(sim), device=sim.device)).float().mean()
-        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=len(pred), sync_dist=stage != "train")
-        self.log(
-            f"{stage}_inbatch_top1",
-            top1,
-            prog_bar=stage != "train",
-            batch_size=len(pred),
-            sync_dist=stage != "train",
-        )
-        return loss, pred
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """InfoNCE loss of a training batch."""
-        return self._step(batch, "train")[0]
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """InfoNCE loss and in-batch top-1 of a batch; its trials join the epoch's ``val_top1``."""
-        loss, pred = self._step(batch, "val")
-        self.val_retrieval.update(pred, batch["clip_tokens"], batch["stim_id"])
-        self.log("val_top1", self.val_retrieval, prog_bar=True, batch_size=len(pred))
-        return loss
+        terms = {
+            "loss": self.contrastive_loss(pred, batch["clip_tokens"]),
+            "inbatch_top1": in_batch_top1(pred, batch["clip_tokens"]),
+        }
+        return terms, {"clip_tokens": pred}
 
     def configure_optimizers(self) -> dict:
         """AdamW with a linear warm-up then cosine decay to ``min_lr``, stepped per batch."""

@@ -21,15 +21,11 @@ backbone output ``z`` feeds the diffusion prior only.
 (the per-token ``norm_embs`` scaling of MindEye1's targets is a per-sample scale, removed by this
 normalisation):
 
-* BiMixCo (epochs ``< int(mixup_pct * E)``): a random half of the batch (``rand <= 0.5``) gets
-  ``v_i <- lambda_i v_i + (1 - lambda_i) v_{pi(i)}`` with ``lambda_i ~ Beta(.15, .15)`` and ``pi`` a random
-  permutation (``lambda_i = 1`` for the others). Soft targets ``P_ii = lambda_i``,
-  ``P_{i,pi(i)} = 1 - lambda_i`` (set after the diagonal); with ``S_ij = b_i . c_j / tau``, ``tau = 0.006``:
-  ``L = -1/2 [mean_i sum_j P_ij log softmax_j(S_i.) + mean_j sum_i P_ij log softmax_i(S_.j)]``.
-* SoftCLIP (the remaining epochs): soft labels ``Q = softmax_row(c c^T / tau_e)`` from the CLIP-CLIP
-  similarities, ``L = -1/2 [mean_i sum_j Q_ij log softmax_j(S_ij) + mean_i sum_j Q_ij log softmax_j(S^T_ij)]``
-  with ``S = b c^T / tau_e`` and ``tau_e`` cosine-annealed over those epochs from 0.004 to 0.0075:
-  ``tau_e = end + (start - end) / 2 * (1 + cos(pi * e / (n - 1)))`` (``cosine_anneal``).
+* BiMixCo (paper Eq. 1) for the first ``int(mixup_pct * E)`` epochs: half the batch mixed with
+  ``lambda ~ Beta(.15, .15)``, soft targets ``lambda`` / ``1 - lambda``, ``tau = 0.006``;
+* SoftCLIP (paper Eq. 2) for the remaining epochs, soft labels ``softmax(c c^T / tau_e)`` with ``tau_e``
+  cosine-annealed from 0.004 to 0.0075 (``cosine_anneal``); both defined, with their released quirks, in
+  :mod:`brainbench.methods.losses` (:class:`~brainbench.methods.losses.ContrastiveSchedule`).
 * Validation uses the epoch's loss without mixing (plain bidirectional InfoNCE at 0.006 during BiMixCo).
 
 **Training**: AdamW (weight decay 1e-2, none on biases and LayerNorms), OneCycle with ``max_lr`` 3e-4,
@@ -56,80 +52,14 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from brainbench.errors import ConfigError
-from brainbench.methods.base import DecoderModule, adamw_one_cycle
-from brainbench.metrics.trials import SingleTrialRetrieval
-
-
-def mixco(
-    voxels: torch.Tensor, beta: float = 0.15, s_thresh: float = 0.5, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """MixCo voxel mixup (MindEye1 ``utils.mixco``), out of place.
-
-    Args:
-        voxels: ``(B, V)`` batch.
-        beta: both parameters of the Beta distribution of ``lambda``.
-        s_thresh: probability that a sample is mixed.
-        generator: optional RNG for the permutation and the selection (the Beta draw uses the global RNG).
-
-    Returns:
-        The mixed voxels, the permutation ``pi`` and ``lambda`` (1 for unmixed samples).
-    """
-    n = voxels.shape[0]
-    perm = torch.randperm(n, generator=generator).to(voxels.device)
-    lam = torch.distributions.Beta(beta, beta).sample((n,)).to(voxels.device, voxels.dtype)
-    select = (torch.rand(n, generator=generator) <= s_thresh).to(voxels.device)
-    lam = torch.where(select, lam, torch.ones_like(lam))
-    shape = (-1,) + (1,) * (voxels.ndim - 1)
-    mixed = voxels * lam.view(shape) + voxels[perm] * (1 - lam).view(shape)
-    return mixed, perm, lam
-
-
-def mixco_nce(
-    preds: torch.Tensor,
-    targets: torch.Tensor,
-    temp: float,
-    perm: torch.Tensor | None = None,
-    lam: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Bidirectional (Mix)InfoNCE on normalised rows (MindEye1 ``utils.mixco_nce``).
-
-    With ``perm`` and ``lam`` the soft targets are ``P = diag(lam)`` then ``P[i, perm[i]] = 1 - lam[i]`` (set
-    after the diagonal, as released); without them, the hard identity targets.
-    """
-    logits = preds @ targets.T / temp
-    if perm is None or lam is None:
-        labels = torch.arange(len(logits), device=logits.device)
-        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
-    probs = torch.diag(lam)
-    probs[torch.arange(len(logits), device=logits.device), perm] = 1 - lam
-    loss = -(logits.log_softmax(-1) * probs).sum(-1).mean()
-    loss_t = -(logits.T.log_softmax(-1) * probs.T).sum(-1).mean()
-    return (loss + loss_t) / 2
-
-
-def soft_clip_loss(preds: torch.Tensor, targets: torch.Tensor, temp: float) -> torch.Tensor:
-    """SoftCLIP (MindEye1 ``utils.soft_clip_loss``): soft labels ``softmax(c c^T / temp)``, both ways."""
-    soft = (targets @ targets.T / temp).softmax(-1)
-    logits = preds @ targets.T / temp
-    loss = -(logits.log_softmax(-1) * soft).sum(-1).mean()
-    loss_t = -(logits.T.log_softmax(-1) * soft).sum(-1).mean()
-    return (loss + loss_t) / 2
-
-
-def cosine_anneal(start: float, end: float, steps: int) -> torch.Tensor:
-    """``end + (start - end) / 2 * (1 + cos(pi * k / (steps - 1)))`` for ``k < steps`` (MindEye1 utils)."""
-    if steps == 1:
-        return torch.tensor([float(start)], dtype=torch.float64)
-    k = torch.arange(steps, dtype=torch.float64)
-    return end + (start - end) / 2 * (1 + torch.cos(math.pi * k / (steps - 1)))
+from brainbench.methods.base import DecoderModule, adamw_one_cycle, in_batch_top1
+from brainbench.methods.losses import ContrastiveSchedule
 
 
 class MindEye(DecoderModule):
@@ -144,16 +74,12 @@ class MindEye(DecoderModule):
         proj_hidden: projector width ``p`` (2048); ``0`` drops the projector (the loss uses the backbone).
         lin0_dropout: dropout after the first layer (0.5; unused by the ridge variant).
         block_dropout: dropout in the residual blocks (0.15).
-        mixup_pct: fraction of epochs trained with BiMixCo (0.33).
-        mixco_beta: the Beta(beta, beta) of the mixing weight (0.15).
-        mixco_select: fraction of the batch that is mixed (0.5).
-        mixco_temp: BiMixCo temperature (0.006).
-        soft_temp_start: SoftCLIP temperature at its first epoch (0.004).
-        soft_temp_end: SoftCLIP temperature at the last epoch (0.0075).
+        mixup_pct, mixco_beta, mixco_select, mixco_temp, soft_temp_start, soft_temp_end: the
+            :class:`~brainbench.methods.losses.ContrastiveSchedule` (0.33, 0.15, 0.5, 0.006, 0.004, 0.0075).
         max_lr: OneCycle peak learning rate (3e-4).
         weight_decay: AdamW weight decay on the weight matrices (1e-2).
         final_div_factor: OneCycle ``final_div_factor`` (1000).
-        max_epochs: schedule length (set it equal to the trainer's).
+        max_epochs: schedule length outside a trainer (a trainer's ``max_epochs`` takes precedence).
     """
 
     method_id = "mindeye"
@@ -170,6 +96,7 @@ class MindEye(DecoderModule):
     predicts = ("clip_tokens",)
     monitor = "val_top1"
     monitor_mode = "max"
+    val_retrieval_target = "clip_tokens"
 
     def __init__(
         self,
@@ -228,7 +155,13 @@ class MindEye(DecoderModule):
             if p > 0
             else nn.Identity()
         )
-        self.val_retrieval = SingleTrialRetrieval()
+
+    def configure_losses(self) -> None:
+        """MindEye's BiMixCo -> SoftCLIP schedule from the six loss arguments."""
+        hp = self.hparams
+        self.schedule = ContrastiveSchedule(
+            hp.mixup_pct, hp.mixco_beta, hp.mixco_select, hp.mixco_temp, hp.soft_temp_start, hp.soft_temp_end
+        )
 
     def backbone_tokens(self, voxels: torch.Tensor) -> torch.Tensor:
         """``(B, V)`` -> ``(B, T, D)``: the voxel2clip output (what MindEye1's diffusion prior consumes)."""
@@ -241,66 +174,23 @@ class MindEye(DecoderModule):
         """``(B, V)`` -> ``{"clip_tokens": (B, T, D)}``, the projector output (the contrastive space)."""
         return {"clip_tokens": self.projector(self.backbone_tokens(voxels))}
 
-    # -- loss schedule ---------------------------------------------------------------------------------------
-    def mixup_epochs(self) -> int:
-        """Epochs trained with BiMixCo: ``int(mixup_pct * max_epochs)``, as released."""
-        return int(self.hparams.mixup_pct * self.hparams.max_epochs)
-
-    def soft_temperature(self, epoch: int) -> float:
-        """SoftCLIP temperature of ``epoch`` (``cosine_anneal`` over the epochs after BiMixCo)."""
-        n_mix = self.mixup_epochs()
-        temps = cosine_anneal(
-            self.hparams.soft_temp_start, self.hparams.soft_temp_end, max(1, self.hparams.max_epochs - n_mix)
-        )
-        return float(temps[min(max(0, epoch - n_mix), len(temps) - 1)])
-
-    def loss(
-        self,
-        pred: torch.Tensor,
-        target: torch.Tensor,
-        epoch: int,
-        perm: torch.Tensor | None = None,
-        lam: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The epoch's loss on flattened, L2-normalised grids: (Mix)InfoNCE, then SoftCLIP."""
-        b = F.normalize(pred.flatten(1), dim=-1)
-        c = F.normalize(target.flatten(1), dim=-1)
-        if epoch < self.mixup_epochs():
-            return mixco_nce(b, c, self.hparams.mixco_temp, perm, lam)
-        return soft_clip_loss(b, c, self.soft_temperature(epoch))
-
-    def _log(self, stage: str, loss: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -> None:
-        with torch.no_grad():
-            sim = F.normalize(pred.flatten(1), dim=-1) @ F.normalize(target.flatten(1), dim=-1).T
-            top1 = (sim.argmax(dim=1) == torch.arange(len(sim), device=sim.device)).float().mean()
-        sync = stage != "train"
-        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=len(pred), sync_dist=sync)
-        self.log(f"{stage}_inbatch_top1", top1, prog_bar=sync, batch_size=len(pred), sync_dist=sync)
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """BiMixCo (mixed voxels, soft targets) or SoftCLIP, by epoch."""
+    def loss_terms(
+        self, batch: dict[str, torch.Tensor], stage: str
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The epoch's loss (BiMixCo on mixed voxels in training, SoftCLIP later) and the in-batch top-1."""
         voxels, target = batch["voxels"], batch["clip_tokens"]
-        epoch = self.current_epoch
+        epoch, n_epochs = self.current_epoch, self.schedule_epochs()
         perm = lam = None
-        if epoch < self.mixup_epochs():
-            voxels, perm, lam = mixco(voxels, self.hparams.mixco_beta, self.hparams.mixco_select)
+        if stage == "train" and self.schedule.mixing(epoch, n_epochs):
+            voxels, perm, lam = self.schedule.mix(voxels)
         pred = self(voxels)["clip_tokens"]
-        loss = self.loss(pred, target, epoch, perm, lam)
-        self._log("train", loss, pred, target)
-        self.log("train_temp", self._temperature(epoch), batch_size=len(pred))
-        return loss
-
-    def _temperature(self, epoch: int) -> float:
-        return self.hparams.mixco_temp if epoch < self.mixup_epochs() else self.soft_temperature(epoch)
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """The epoch's loss without mixing; the trials join the epoch's ``val_top1``."""
-        pred = self(batch["voxels"])["clip_tokens"]
-        loss = self.loss(pred, batch["clip_tokens"], self.current_epoch)
-        self._log("val", loss, pred, batch["clip_tokens"])
-        self.val_retrieval.update(pred, batch["clip_tokens"], batch["stim_id"])
-        self.log("val_top1", self.val_retrieval, prog_bar=True, batch_size=len(pred))
-        return loss
+        terms = {
+            "loss": self.schedule.loss(pred, target, epoch, n_epochs, perm, lam),
+            "inbatch_top1": in_batch_top1(pred, target),
+        }
+        if stage == "train":
+            terms["temp"] = self.schedule.temperature(epoch, n_epochs)
+        return terms, {"clip_tokens": pred}
 
     def configure_optimizers(self) -> dict:
         """AdamW (no decay on biases and LayerNorms) with OneCycle(pct_start=2/epochs), stepped per batch."""
@@ -310,6 +200,6 @@ class MindEye(DecoderModule):
             self.parameters(),
             max_lr=hp.max_lr,
             weight_decay=hp.weight_decay,
-            max_epochs=hp.max_epochs,
+            max_epochs=self.schedule_epochs(),
             final_div_factor=hp.final_div_factor,
         )

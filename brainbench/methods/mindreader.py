@@ -56,7 +56,7 @@ from torch import nn
 
 from brainbench.errors import ConfigError
 from brainbench.methods.base import DecoderModule
-from brainbench.metrics.trials import SingleTrialRetrieval
+from brainbench.methods.losses import clip_loss
 
 LossName = Literal["mse_cos", "contrastive", "mse_cos_contrastive"]
 
@@ -100,9 +100,7 @@ def mse_cos_loss(pred: torch.Tensor, target: torch.Tensor, cos_weight: float) ->
 
 def contrastive_loss(pred: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
     """``(CE_rows + CE_cols) / 2`` of cosine logits / ``temperature`` (released ``contrastive``, lam .5)."""
-    logits = F.normalize(pred, dim=-1) @ F.normalize(target, dim=-1).T / temperature
-    labels = torch.arange(len(logits), device=logits.device)
-    return 0.5 * F.cross_entropy(logits, labels) + 0.5 * F.cross_entropy(logits.T, labels)
+    return clip_loss(F.normalize(pred, dim=-1) @ F.normalize(target, dim=-1).T / temperature)
 
 
 class ResBlock1d(nn.Module):
@@ -191,6 +189,7 @@ class MindReader(DecoderModule):
     predicts = ("clip_image", "clip_text")
     monitor = "val_loss"
     monitor_mode = "min"
+    val_retrieval_target = "clip_image"
 
     def __init__(
         self,
@@ -240,7 +239,6 @@ class MindReader(DecoderModule):
         }
         self.image_mapper = FmriClipRes(self.length, dim, **args)
         self.caption_mapper = FmriClipRes(self.length, self.target_shapes["clip_text"][0], **args)
-        self.val_retrieval = SingleTrialRetrieval()
 
     def pad(self, voxels: torch.Tensor) -> torch.Tensor:
         """Centre zero-padding to ``pad_to`` (the extra voxel of an odd difference goes to the end)."""
@@ -276,29 +274,18 @@ class MindReader(DecoderModule):
             pred, target, hp.temperature
         )
 
-    def _step(
+    def loss_terms(
         self, batch: dict[str, torch.Tensor], stage: str
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Sum of the two mappers' losses (independent parameters, so the same as training them apart).
+
+        Validation scores the caption mapper against the mean caption embedding (``clip_text``).
+        """
         preds = self(batch["voxels"])
         targets = self.targets(batch, training=stage == "train")
         image = self.mapper_loss(preds["clip_image"], targets["clip_image"])
         caption = self.mapper_loss(preds["clip_text"], targets["clip_text"])
-        n, sync = len(batch["voxels"]), stage != "train"
-        self.log(f"{stage}_loss", image + caption, prog_bar=True, batch_size=n, sync_dist=sync)
-        self.log(f"{stage}_image_loss", image, batch_size=n, sync_dist=sync)
-        self.log(f"{stage}_caption_loss", caption, batch_size=n, sync_dist=sync)
-        return image + caption, preds
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """Sum of the two mappers' losses (independent parameters, so the same as training them apart)."""
-        return self._step(batch, "train")[0]
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """Validation loss (mean caption as the caption target) and image ``val_top1``."""
-        loss, preds = self._step(batch, "val")
-        self.val_retrieval.update(preds["clip_image"], batch["clip_image"], batch["stim_id"])
-        self.log("val_top1", self.val_retrieval, prog_bar=True, batch_size=len(batch["voxels"]))
-        return loss
+        return {"loss": image + caption, "image_loss": image, "caption_loss": caption}, preds
 
     def on_train_epoch_start(self) -> None:
         """At every decay epoch, clears Adam's state: the released loop re-creates the optimizer there."""

@@ -63,6 +63,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -78,11 +79,12 @@ from torch import nn
 from brainbench.data.multisubject import combined_train_loader, subject_key, training_pairs
 from brainbench.errors import ConfigError
 from brainbench.methods.base import DecoderModule, adamw_one_cycle
-from brainbench.methods.mindeye import cosine_anneal, mixco, mixco_nce, soft_clip_loss
-from brainbench.metrics.trials import SingleTrialRetrieval
+from brainbench.methods.losses import ContrastiveSchedule
 
 SHARED_FILE = "mindtuner_shared.safetensors"
 LORA_TARGETS = ("blocks", "head", "projector")
+
+log = logging.getLogger("brainbench")
 
 
 class LoRALinear(nn.Module):
@@ -132,35 +134,17 @@ class ResidualBlock(nn.Module):
         return x + self.drop(F.gelu(self.norm(self.linear(x))))
 
 
-def contrastive_loss(
-    pred: torch.Tensor,
-    target: torch.Tensor,
-    epoch: int,
-    n_epochs: int,
-    hp: dict,
-    perm: torch.Tensor | None = None,
-    lam: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """MindEye's schedule on flattened, normalised rows: (Mix)InfoNCE at ``mixco_temp``, then SoftCLIP."""
-    b, c = F.normalize(pred.flatten(1), dim=-1), F.normalize(target.flatten(1), dim=-1)
-    n_mix = int(hp["mixup_pct"] * n_epochs)
-    if epoch < n_mix:
-        return mixco_nce(b, c, hp["mixco_temp"], perm, lam)
-    temps = cosine_anneal(hp["soft_temp_start"], hp["soft_temp_end"], max(1, n_epochs - n_mix))
-    return soft_clip_loss(b, c, float(temps[min(epoch - n_mix, len(temps) - 1)]))
-
-
 def one_cycle(
-    module: L.LightningModule, params: list[nn.Parameter], max_lr: float, n_epochs: int, hp: dict
+    module: L.LightningModule, params: list[nn.Parameter], max_lr: float, n_epochs: int, model: MindTuner
 ) -> dict:
     """AdamW (weight decay on matrices only) + OneCycle(pct_start = 2/epochs), stepped per batch (MindEye)."""
     return adamw_one_cycle(
         module,
         params,
         max_lr=max_lr,
-        weight_decay=hp["weight_decay"],
+        weight_decay=model.hparams.weight_decay,
         max_epochs=n_epochs,
-        final_div_factor=hp["final_div_factor"],
+        final_div_factor=model.hparams.final_div_factor,
     )
 
 
@@ -207,6 +191,7 @@ class MindTuner(DecoderModule):
     predicts = ("clip_tokens", "clip_image", "clip_text")
     monitor = "val_top1"
     monitor_mode = "max"
+    val_retrieval_target = "clip_tokens"
     pretrain_args = (
         "target_shapes", "hidden", "n_blocks", "proj_hidden", "block_dropout", "pool", "mixup_pct",
         "mixco_beta", "mixco_select", "mixco_temp", "soft_temp_start", "soft_temp_end", "weight_decay",
@@ -277,7 +262,13 @@ class MindTuner(DecoderModule):
         text_dim = self.target_shapes["clip_text"][0]
         self.register_buffer("pivot_weight", torch.zeros(d, text_dim))
         self.register_buffer("pivot_bias", torch.zeros(text_dim))
-        self.val_retrieval = SingleTrialRetrieval()
+
+    def configure_losses(self) -> None:
+        """MindEye's BiMixCo -> SoftCLIP schedule, shared by pre-training and fine-tuning."""
+        hp = self.hparams
+        self.schedule = ContrastiveSchedule(
+            hp.mixup_pct, hp.mixco_beta, hp.mixco_select, hp.mixco_temp, hp.soft_temp_start, hp.soft_temp_end
+        )
 
     def _skip(self, source: int, target: int) -> SkipLoRA:
         n = self.hparams.n_blocks
@@ -386,7 +377,7 @@ class MindTuner(DecoderModule):
                 )
             self.load_state_dict(state, strict=False)
             self.pretrained_from = str(path)
-            print(f"[mindtuner] reused pre-trained shared weights from {path}", flush=True)
+            log.info(f"mindtuner: reused pre-trained shared weights from {path}")
             return
         t0 = time.time()
         n_pairs = self._fit_pivot_on(list(datamodules.values()))
@@ -407,7 +398,7 @@ class MindTuner(DecoderModule):
         }
         path.with_suffix(".json").write_text(json.dumps(record, indent=2))
         self.pretrained_from = str(path)
-        print(f"[mindtuner] pre-trained on subjects {record['subjects']} in {record['seconds']}s -> {path}")
+        log.info(f"mindtuner: pre-trained on subjects {record['subjects']} in {record['seconds']}s -> {path}")
 
     # -- fine-tuning ---------------------------------------------------------------------------------------
     def fit(
@@ -416,10 +407,10 @@ class MindTuner(DecoderModule):
         """Fine-tunes ridge + adapters (+ projector) on a pre-trained model, or everything from scratch."""
         if self.pretrained_from is None:
             n_pairs = self._fit_pivot_on([datamodule])
-            print(f"[mindtuner] scratch: every parameter trains; pivot fit on {n_pairs} training stimuli")
+            log.info(f"mindtuner: scratch: every parameter trains; pivot fit on {n_pairs} training stimuli")
         self.set_trainable("finetune" if self.pretrained_from else "scratch")
         n_train = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        print(f"[mindtuner] training {n_train:,} of {self.n_parameters():,} parameters", flush=True)
+        log.info(f"mindtuner: training {n_train:,} of {self.n_parameters():,} parameters")
         trainer.fit(self, datamodule=datamodule, ckpt_path=ckpt_path)
 
     def loss(
@@ -432,37 +423,28 @@ class MindTuner(DecoderModule):
         lam: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``L_img + text_weight * L_text`` at ``epoch`` of ``n_epochs``; returns (total, image, text)."""
-        hp, n = dict(self.hparams), n_epochs
-        image = contrastive_loss(out["clip_tokens"], batch["clip_tokens"], epoch, n, hp, perm, lam)
-        if hp["text_weight"] == 0:
+        image = self.schedule.loss(out["clip_tokens"], batch["clip_tokens"], epoch, n_epochs, perm, lam)
+        if self.hparams.text_weight == 0:
             return image, image, torch.zeros_like(image)
-        text = contrastive_loss(out["clip_text"], batch["clip_text"], epoch, n, hp, perm, lam)
-        return image + hp["text_weight"] * text, image, text
+        text = self.schedule.loss(out["clip_text"], batch["clip_text"], epoch, n_epochs, perm, lam)
+        return image + self.hparams.text_weight * text, image, text
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """BiMixCo or SoftCLIP on tokens and (through the pivot) on text."""
-        hp, voxels, perm, lam = self.hparams, batch["voxels"], None, None
-        epoch, n_epochs = self.current_epoch, self.trainer.max_epochs
-        if epoch < int(hp.mixup_pct * n_epochs):
-            voxels, perm, lam = mixco(voxels, hp.mixco_beta, hp.mixco_select)
-        total, image, text = self.loss(self(voxels), batch, epoch, n_epochs, perm, lam)
-        for name, value in (("train_loss", total), ("train_image_loss", image), ("train_text_loss", text)):
-            self.log(name, value, prog_bar=name == "train_loss", batch_size=len(voxels))
-        return total
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """The epoch's loss without mixing; ``val_top1`` on the tokens (distinct-stimulus top-1)."""
-        out = self(batch["voxels"])
-        total, _, _ = self.loss(out, batch, self.current_epoch, self.trainer.max_epochs)
-        self.log("val_loss", total, prog_bar=True, batch_size=len(batch["voxels"]), sync_dist=True)
-        self.val_retrieval.update(out["clip_tokens"], batch["clip_tokens"], batch["stim_id"])
-        self.log("val_top1", self.val_retrieval, prog_bar=True, batch_size=len(batch["voxels"]))
-        return total
+    def loss_terms(
+        self, batch: dict[str, torch.Tensor], stage: str
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """BiMixCo (mixed voxels in training) or SoftCLIP on tokens and, through the pivot, on text."""
+        voxels, perm, lam = batch["voxels"], None, None
+        epoch, n_epochs = self.current_epoch, self.schedule_epochs()
+        if stage == "train" and self.schedule.mixing(epoch, n_epochs):
+            voxels, perm, lam = self.schedule.mix(voxels)
+        out = self(voxels)
+        total, image, text = self.loss(out, batch, epoch, n_epochs, perm, lam)
+        return {"loss": total, "image_loss": image, "text_loss": text}, out
 
     def configure_optimizers(self) -> dict:
         """AdamW + OneCycle over the parameters that train in this mode."""
         params = [p for p in self.parameters() if p.requires_grad]
-        return one_cycle(self, params, self.hparams.max_lr, self.trainer.max_epochs, dict(self.hparams))
+        return one_cycle(self, params, self.hparams.max_lr, self.schedule_epochs(), self)
 
 
 class MultiSubjectPretrainer(L.LightningModule):
@@ -489,14 +471,14 @@ class MultiSubjectPretrainer(L.LightningModule):
 
     def training_step(self, batch: dict[str, dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
         """Per-subject mixing and ridge, concatenated, then the shared layers and one contrastive loss."""
-        hp, epoch = self.model.hparams, self.current_epoch
-        n_epochs = hp.pretrain_epochs
-        mixing = epoch < int(hp.mixup_pct * n_epochs)
+        schedule, epoch = self.model.schedule, self.current_epoch
+        n_epochs = self.model.hparams.pretrain_epochs
+        mixing = schedule.mixing(epoch, n_epochs)
         hidden, targets, perms, lams, offset = [], [], [], [], 0
         for key in sorted(batch):
             voxels = batch[key]["voxels"]
             if mixing:
-                voxels, perm, lam = mixco(voxels, hp.mixco_beta, hp.mixco_select)
+                voxels, perm, lam = schedule.mix(voxels)
                 perms.append(perm + offset)
                 lams.append(lam)
             hidden.append(self.ridges[key](voxels))
@@ -504,7 +486,7 @@ class MultiSubjectPretrainer(L.LightningModule):
             offset += len(voxels)
         pred = self.model.shared_forward(torch.cat(hidden))
         perm, lam = (torch.cat(perms), torch.cat(lams)) if mixing else (None, None)
-        loss = contrastive_loss(pred, torch.cat(targets), epoch, n_epochs, dict(hp), perm, lam)
+        loss = schedule.loss(pred, torch.cat(targets), epoch, n_epochs, perm, lam)
         self.log("pretrain_loss", loss, prog_bar=True, batch_size=offset)
         return loss
 
@@ -512,4 +494,4 @@ class MultiSubjectPretrainer(L.LightningModule):
         """AdamW + OneCycle over the ridges and the model's trainable shared parameters."""
         params = [p for p in self.parameters() if p.requires_grad]
         hp = self.model.hparams
-        return one_cycle(self, params, hp.pretrain_max_lr, hp.pretrain_epochs, dict(hp))
+        return one_cycle(self, params, hp.pretrain_max_lr, hp.pretrain_epochs, self.model)

@@ -33,8 +33,9 @@ validation split, see ``configs/neuroclips/world.yaml``). Predictions: the token
 reshaped to ``(c0, s0, s0)`` + GroupNorm, and ``DecoderVideo``: up blocks (a residual conv block, then
 temporal attention over the ``F`` frames with the learnable mix ``E = η E + (1 - η) Attn(E)`` (§3.1), then
 x2 upsampling except after the last) and a conv to the autoencoder's latent ``(C, h, w)``. Loss (paper Eq. 1
-with the code's weights): ``blur_scale (L1(ẑ, z) + 0.1 InfoNCE_τ=.2(ẑ, z))``, ``z`` the shipped frame
-autoencoder's latents of the ``F`` true frames, InfoNCE bidirectional between flattened clips of the batch.
+with the code's weights): ``blur_scale (L1(ẑ, z) + 0.1 InfoNCE_τ=.2(ẑ, z))``, ``z`` the frozen frame
+autoencoder's latents of the ``F`` true frames (the feature-cache target ``latents:<S>:<autoencoder>``,
+encoded once per stimulus), InfoNCE bidirectional between flattened clips of the batch.
 Prediction: ``frame_latents`` ``(F, C, h, w)``, the blurry video's latents.
 
 Faithful: both pathways' architectures (ridge, 4 residual mixer blocks, token head, 3-layer projector; the
@@ -49,7 +50,7 @@ closed form on the dataset's training stimuli, not fine-tuned on MSCOCO; the key
 keyframe (frame 2, the test frame of the code) every epoch; SR and PR are trained together in one run
 (they share no weights); fp32. At world scale the widths, epochs and learning rate are scaled (see the
 config); at real scale (``cc2017.yaml``) the autoencoder is the SD VAE (``autoencoder: sd-vae:<id>``,
-:class:`~brainbench.generators.animatediff.SDVAEFrames`: ``0.18215 · mode(VAE.encode(2x - 1))``, 4 x 28 x 28
+:class:`~brainbench.backbones.sd_vae.SDVAEFrames`: ``0.18215 · mode(VAE.encode(2x - 1))``, 4 x 28 x 28
 at 224 px), whose latents the ``animatediff-sparsectrl`` generator takes as its blurry video.
 
 Example:
@@ -70,12 +71,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from brainbench.backbones.frame_autoencoder import (
+    FrameAutoencoder,
+    ResBlock,
+    TemporalAttention,
+    latent_target_name,
+    load_frame_encoder,
+)
 from brainbench.data.feature_cache import FeatureCache
 from brainbench.errors import ConfigError
-from brainbench.generators.video import FrameAutoencoder, ResBlock, TemporalAttention, load_autoencoder
 from brainbench.methods.base import DecoderModule, adamw_one_cycle
-from brainbench.methods.mindeye import mixco, mixco_nce
-from brainbench.metrics.trials import SingleTrialRetrieval
+from brainbench.methods.losses import ContrastiveSchedule, flat_unit_rows, mixco_nce
 
 
 class MixerBlock(nn.Module):
@@ -269,7 +275,7 @@ class NeuroClips(DecoderModule):
         max_lr: OneCycle peak learning rate.
         weight_decay: AdamW decay on weight matrices.
         final_div_factor: OneCycle ``final_div_factor``.
-        max_epochs: schedule length (set it equal to the trainer's).
+        max_epochs: schedule length outside a trainer (a trainer's ``max_epochs`` takes precedence).
     """
 
     method_id = "neuroclips"
@@ -357,21 +363,19 @@ class NeuroClips(DecoderModule):
         n_frames, _, size, _ = self.target_shapes[hp.frames_target]
         if hp.autoencoder is None:
             self.autoencoder = FrameAutoencoder(size, hp.latent_channels)
-        elif hp.autoencoder == "world-video-ae":
-            self.autoencoder = load_autoencoder()
-        elif isinstance(hp.autoencoder, str) and hp.autoencoder.startswith("sd-vae:"):
-            from brainbench.generators.animatediff import load_sd_vae
-
-            self.autoencoder = load_sd_vae(hp.autoencoder.removeprefix("sd-vae:"), size)
+        elif isinstance(hp.autoencoder, str) and (
+            hp.autoencoder == "world-video-ae" or hp.autoencoder.startswith("sd-vae:")
+        ):
+            self.autoencoder = load_frame_encoder(hp.autoencoder, size)
         else:
             raise ConfigError(
                 "neuroclips autoencoder must be 'world-video-ae', 'sd-vae:<model id or folder>' or null, not "
                 f"{hp.autoencoder!r}"
             )
-        if self.autoencoder.image_size != size:
-            raise ConfigError(
-                f"the autoencoder takes {self.autoencoder.image_size} px frames, the target {size}"
-            )
+        latents = self.latent_target()
+        expected = (n_frames, *self.autoencoder.latent_shape)
+        if latents in self.target_shapes and tuple(self.target_shapes[latents]) != expected:
+            raise ConfigError(f"the target {latents} has shape {self.target_shapes[latents]}, not {expected}")
         # frozen by requires_grad; left in train mode (it has no mode-dependent layer), so Lightning does not
         # warn about modules in eval mode at the start of training
         self.autoencoder.requires_grad_(False).train()
@@ -392,7 +396,24 @@ class NeuroClips(DecoderModule):
             if hp.perception
             else None
         )
-        self.val_retrieval = SingleTrialRetrieval()
+
+    def configure_losses(self) -> None:
+        """BiMixCo of the semantics reconstructor: the mixing of MindEye's schedule (no SoftCLIP stage)."""
+        hp = self.hparams
+        self.schedule = ContrastiveSchedule(hp.mixup_pct, hp.mixco_beta, hp.mixco_select, hp.mixco_temp)
+
+    def val_retrieval_name(self) -> str:
+        """The token target: its single-trial retrieval is ``val_top1``."""
+        return self.hparams.token_target
+
+    def latent_target(self) -> str | None:
+        """The feature-cache target holding the true clips' latents (``latents:<px>:<autoencoder>``).
+
+        ``None`` for the untrained stand-in autoencoder, whose latents are encoded batch by batch.
+        """
+        if self.hparams.autoencoder is None:
+            return None
+        return latent_target_name(self.hparams.autoencoder, self.target_shapes[self.hparams.frames_target][2])
 
     def pivot_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """The frozen Reftm pivot: ``mean_tokens(y) W`` ``(B, D_t)`` (not normalised)."""
@@ -419,13 +440,10 @@ class NeuroClips(DecoderModule):
     def fit(
         self, trainer: L.Trainer, datamodule: L.LightningDataModule, ckpt_path: str | None = None
     ) -> None:
-        """Fits the pivot (``pivot: fit``), encodes the true clips once, then trains with Lightning."""
-        datamodule.setup("fit")
-        train_ids = split_stim_ids(datamodule, "train")
+        """Fits the pivot (``pivot: fit``) on the training stimuli, then trains with Lightning."""
         if self.hparams.pivot == "fit" and "clip_text" in self.target_shapes:
-            self.fit_pivot(datamodule.cache, train_ids)
-        if self.perception_net is not None:
-            self.cache_latents(datamodule.cache, np.union1d(train_ids, split_stim_ids(datamodule, "val")))
+            datamodule.setup("fit")
+            self.fit_pivot(datamodule.cache, split_stim_ids(datamodule, "train"))
         super().fit(trainer, datamodule, ckpt_path)
 
     def fit_pivot(self, cache: FeatureCache, train_ids: np.ndarray) -> None:
@@ -442,44 +460,17 @@ class NeuroClips(DecoderModule):
         pred = F.normalize(x @ w, dim=-1)
         self.pivot_train_top1 = float(((pred @ y.T).argmax(1) == torch.arange(len(y))).double().mean())
 
-    @torch.no_grad()
-    def cache_latents(self, cache: FeatureCache, stim_ids: np.ndarray, chunk: int = 64) -> None:
-        """Autoencoder latents of these stimuli's true clips, computed once (the autoencoder is frozen).
-
-        Encoding every batch's ``F`` frames again each step would cost more than the rest of a world step.
-        The encoding runs on the GPU when there is one (the SD VAE at 224 px is slow on CPU); the latents
-        are kept on the CPU.
-        """
-        frames = cache.arrays[self.hparams.frames_target]
-        rows = cache.rows(stim_ids)
-        home = next(self.autoencoder.parameters()).device
-        device = torch.device("cuda") if torch.cuda.is_available() else home
-        self.autoencoder.to(device)
-        try:
-            self._latents = torch.cat(
-                [
-                    self.encode_frames(
-                        torch.from_numpy(np.asarray(frames[rows[i : i + chunk]], np.float32)).to(device)
-                    ).cpu()
-                    for i in range(0, len(rows), chunk)
-                ]
-            )
-        finally:
-            self.autoencoder.to(home)
-        self._latent_ids = torch.from_numpy(np.asarray(stim_ids, dtype=np.int64))
-
     def true_latents(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Latents of the batch's true clips: from :meth:`cache_latents` when it holds them, else encoded."""
-        ids = getattr(self, "_latent_ids", None)
-        if ids is not None:
-            pos = torch.searchsorted(ids, batch["stim_id"].cpu()).clamp(max=len(ids) - 1)
-            if torch.equal(ids[pos], batch["stim_id"].cpu()):
-                return self._latents[pos].to(batch["voxels"].device)
-        return self.encode_frames(batch[self.hparams.frames_target])
+        """Latents of the batch's true clips: the cached :meth:`latent_target`, else encoded here.
 
-    def mixup_epochs(self) -> int:
-        """Epochs trained with BiMixCo: ``int(mixup_pct * max_epochs)``."""
-        return int(self.hparams.mixup_pct * self.hparams.max_epochs)
+        The feature cache computes the latents once per stimulus (the autoencoder is frozen); encoding every
+        batch's ``F`` frames again each step costs more than the rest of a world step, so configs list the
+        latent target in ``data.targets``.
+        """
+        name = self.latent_target()
+        if name is not None and name in batch:
+            return batch[name]
+        return self.encode_frames(batch[self.hparams.frames_target])
 
     def losses(self, batch: dict[str, torch.Tensor], mix: bool) -> dict[str, torch.Tensor]:
         """Every loss term of a batch (``total`` = the weighted sum), with or without BiMixCo mixing."""
@@ -488,9 +479,9 @@ class NeuroClips(DecoderModule):
         perm = lam = None
         sr_voxels = voxels
         if mix:
-            sr_voxels, perm, lam = mixco(voxels, hp.mixco_beta, hp.mixco_select)
+            sr_voxels, perm, lam = self.schedule.mix(voxels)
         backbone, tokens = self.semantic(sr_voxels)
-        b, c = F.normalize(tokens.flatten(1), dim=-1), F.normalize(target.flatten(1), dim=-1)
+        b, c = flat_unit_rows(tokens), flat_unit_rows(target)
         out = {"bimixco": mixco_nce(b, c, hp.mixco_temp, perm, lam), "tokens": tokens}
         total = out["bimixco"]
         if hp.prior_weight > 0:
@@ -506,33 +497,22 @@ class NeuroClips(DecoderModule):
         if self.perception_net is not None:
             pred, true = self.perception_net(voxels), self.true_latents(batch)
             out["blur_l1"] = F.l1_loss(pred, true)
-            p, t = F.normalize(pred.flatten(1), dim=-1), F.normalize(true.flatten(1), dim=-1)
-            out["blur_cont"] = mixco_nce(p, t, hp.blur_cont_temp)
+            out["blur_cont"] = mixco_nce(flat_unit_rows(pred), flat_unit_rows(true), hp.blur_cont_temp)
             total = total + hp.blur_scale * (out["blur_l1"] + hp.blur_cont_weight * out["blur_cont"])
         out["total"] = total
         return out
 
-    def _log_losses(self, stage: str, out: dict[str, torch.Tensor], n: int) -> None:
-        sync = stage != "train"
-        for name in ("total", "bimixco", "prior", "text", "blur_l1", "blur_cont"):
-            if name in out:
-                key = f"{stage}_loss" if name == "total" else f"{stage}_{name}"
-                self.log(key, out[name], prog_bar=name in ("total", "blur_l1"), batch_size=n, sync_dist=sync)
+    def loss_terms(
+        self, batch: dict[str, torch.Tensor], stage: str
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """:meth:`losses` (``total`` logged as the loss) and the SR's tokens.
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """BiMixCo epochs mix the SR's voxels; the PR always sees the unmixed ones."""
-        out = self.losses(batch, mix=self.current_epoch < self.mixup_epochs())
-        self._log_losses("train", out, len(batch["voxels"]))
-        return out["total"]
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """Unmixed losses; the keyframe-token retrieval joins ``val_top1``."""
-        out = self.losses(batch, mix=False)
-        self._log_losses("val", out, len(batch["voxels"]))
-        target = batch[self.hparams.token_target]
-        self.val_retrieval.update(out["tokens"], target, batch["stim_id"])
-        self.log("val_top1", self.val_retrieval, prog_bar=True, batch_size=len(target))
-        return out["total"]
+        BiMixCo epochs mix the SR's voxels in training; the PR always sees the unmixed ones.
+        """
+        mix = stage == "train" and self.schedule.mixing(self.current_epoch, self.schedule_epochs())
+        out = self.losses(batch, mix=mix)
+        terms = {"loss": out.pop("total"), **out}
+        return terms, {self.hparams.token_target: terms.pop("tokens")}
 
     def configure_optimizers(self) -> dict:
         """AdamW (no decay on biases and norms; the frozen autoencoder excluded), OneCycle per batch."""
@@ -542,6 +522,6 @@ class NeuroClips(DecoderModule):
             [p for p in self.parameters() if p.requires_grad],
             max_lr=hp.max_lr,
             weight_decay=hp.weight_decay,
-            max_epochs=hp.max_epochs,
+            max_epochs=self.schedule_epochs(),
             final_div_factor=hp.final_div_factor,
         )

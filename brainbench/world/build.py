@@ -10,6 +10,7 @@ an interrupted build resumes where it stopped, and other subjects are added late
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -28,6 +29,8 @@ from brainbench.world.types import StimulusSet
 
 WORLD_BACKBONE = "world-clip:v1"
 WORLD_FILE = "brainbench_world.json"
+
+log = logging.getLogger("brainbench")
 
 
 def world_root(home: Path, preset: str) -> Path:
@@ -92,7 +95,7 @@ def generate_world(
         for subject in todo:
             _write_subject(root, config, subject, design, stimuli, backbone, progress)
     if progress:
-        print(f"world {config.version} subjects {subjects} ready at {root} ({time.time() - t0:.0f}s)")
+        log.info(f"world {config.version} subjects {subjects} ready at {root} ({time.time() - t0:.0f}s)")
     return root
 
 

@@ -24,6 +24,7 @@ baseline. Non-visual vertices and the subcortical voxels carry noise only.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -50,6 +51,8 @@ TRUTH_DIR = "brainbench_truth"
 _CORE_RADIUS = 0.35  # anatomy.py keeps visual cortex outside this deep core of the ellipsoid
 _HRF_SECONDS = 32.0
 SHARED_NOISE = 0.1  # share of the noise variance common to all grayordinates
+
+log = logging.getLogger("brainbench")
 
 
 @dataclass(frozen=True)
@@ -437,5 +440,5 @@ def generate_world_cc2017(
     for subject in todo:
         _write_subject(root, config, subject, template, features, progress)
     if progress:
-        print(f"{DATASET} {config.version} subjects {subjects} ready at {root} ({time.time() - t0:.0f}s)")
+        log.info(f"{DATASET} {config.version} subjects {subjects} ready at {root} ({time.time() - t0:.0f}s)")
     return root

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -76,6 +77,8 @@ ROI_MAP: dict[str, tuple[str, tuple[str, ...]]] = {
     "FFA": ("floc-faces", ("OFA", "FFA-1", "FFA-2")),
     "PPA": ("floc-places", ("OPA", "PPA", "RSC")),
 }
+
+log = logging.getLogger("brainbench")
 
 
 @dataclass(frozen=True)
@@ -432,5 +435,7 @@ def generate_world_god(
             _save_truth(root, subject, design, truth, ijk)
             write_god_subject(root, subject, design.blocks, voxels)
     if progress:
-        print(f"{GOD_DATASET} {config.version} subjects {subjects} ready at {root} ({time.time() - t0:.0f}s)")
+        log.info(
+            f"{GOD_DATASET} {config.version} subjects {subjects} ready at {root} ({time.time() - t0:.0f}s)"
+        )
     return root

@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from brainbench.world.clip import (
+from brainbench.backbones.world_clip import (
     TRAIN_COMMAND,
     WEIGHTS_FILE,
     WORLD_CLIP_ARCH,

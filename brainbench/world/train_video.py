@@ -1,6 +1,8 @@
-"""Trains and ships the world video models of :mod:`brainbench.generators.video` from fresh world movies.
+"""Trains and ships the world video models from fresh world movies (frame autoencoder and generator).
 
-``python -m brainbench.generators.train_video --out brainbench/generators/assets`` renders ``--movies``
+The networks are :mod:`brainbench.backbones.frame_autoencoder` and :mod:`brainbench.backbones.world_video`.
+
+``python -m brainbench.world.train_video --out brainbench/generators/assets`` renders ``--movies``
 world movies (:func:`brainbench.world.video.render_movie`, seed 1 and keys ``(901, n)``, so none is a
 movie of the benchmark's world, which uses seed 0 and keys ``(101|102, n)``) at 3 fps and 64 px, the rate
 and size the CC2017 adapter samples; the last two movies are held out. Then, in order:
@@ -34,19 +36,16 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from brainbench.eval.video_metrics import frame_psnr, frame_ssim
-from brainbench.generators.video import (
+from brainbench.backbones.frame_autoencoder import (
     AE_NAME,
-    GENERATOR_NAME,
     TRAIN_COMMAND,
     WEIGHTS_FILE,
     FrameAutoencoder,
-    WorldVideoModel,
     load_autoencoder,
-    load_video_model,
-    to_uint8_clips,
 )
-from brainbench.world.clip import sha256_file
+from brainbench.backbones.world_clip import sha256_file
+from brainbench.backbones.world_video import GENERATOR_NAME, WorldVideoModel, load_video_model, to_uint8_clips
+from brainbench.eval.video_metrics import frame_psnr, frame_ssim
 
 SEED, MOVIE_KEY, FPS, FRAME_SIZE, N_FRAMES = 1, 901, 3, 64, 6
 BACKBONE = "world-clip:v1"

@@ -1,4 +1,4 @@
-"""The world CLIP: a small open_clip ViT trained by the project on the embedded world's image-caption pairs.
+"""The world CLIP backbone: a small open_clip ViT trained by the project on the embedded world's pairs.
 
 The architecture is an ordinary open_clip model config (``assets/model_configs/world-clip.json``: ViT with
 64 px input, 8 px patches, width 192, 4 layers; text transformer width 128, 3 layers; 128-d joint space), so
@@ -23,7 +23,9 @@ from brainbench.errors import DataFormatError, MissingFileError
 
 WORLD_CLIP_ARCH = "world-clip"
 WORLD_CLIP_TAG = "v1"
-_ASSETS = Path(str(resources.files("brainbench.world") / "assets"))
+_ASSETS = (
+    Path(str(resources.files("brainbench"))) / "world" / "assets"
+)  # shipped with the world it was trained on
 MODEL_CONFIG_DIR = _ASSETS / "model_configs"
 WORLD_CLIP_DIR = _ASSETS / f"{WORLD_CLIP_ARCH}-{WORLD_CLIP_TAG}"
 WEIGHTS_FILE = "open_clip_model.safetensors"

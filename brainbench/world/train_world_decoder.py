@@ -31,10 +31,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from brainbench.generators.retrieval import nearest_rows
-from brainbench.generators.world_decoder import (
+from brainbench.backbones.world_clip import load_world_clip_card, sha256_file
+from brainbench.backbones.world_decoder import (
     CHANNELS,
     VARIANTS,
     WEIGHTS_FILE,
@@ -43,7 +44,6 @@ from brainbench.generators.world_decoder import (
     train_command,
     world_features,
 )
-from brainbench.world.clip import load_world_clip_card, sha256_file
 from brainbench.world.stimuli import generate_stimuli
 
 TRAIN_SEED = 7_000_003
@@ -114,7 +114,8 @@ def reference_scores(held_out: dict[str, np.ndarray], train: dict[str, np.ndarra
     mean_image = np.asarray(train["images"][:RETRIEVAL_BANK], dtype=np.float32).mean(axis=0)
     mean_images = torch.from_numpy(np.rint(mean_image).astype(np.uint8)).expand(len(targets), -1, -1, -1)
     bank = torch.from_numpy(np.asarray(train["clip_image"][:RETRIEVAL_BANK], dtype=np.float32))
-    rows = nearest_rows(torch.from_numpy(np.asarray(held_out["clip_image"], dtype=np.float32)), bank)
+    queries = torch.from_numpy(np.asarray(held_out["clip_image"], dtype=np.float32))
+    rows = (F.normalize(queries, dim=1) @ F.normalize(bank, dim=1).T).argmax(dim=1)  # cosine nearest row
     retrieved = torch.from_numpy(np.asarray(train["images"][:RETRIEVAL_BANK])[rows.numpy()])
     return {
         "mean_image": image_scores(mean_images.contiguous(), targets),
