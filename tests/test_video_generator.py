@@ -17,8 +17,8 @@ from brainbench.backbones.frame_autoencoder import (
 from brainbench.backbones.world_clip import sha256_file
 from brainbench.backbones.world_video import GENERATOR_NAME, load_video_model, to_uint8_clips
 from brainbench.errors import ConfigError, DataFormatError
-from brainbench.eval.video_metrics import frame_psnr
 from brainbench.generators.video import WorldVideoGenerator, neighbour_rows
+from brainbench.metrics.video import frame_psnr
 
 INPUTS = {"blurry": "frame_latents", "keyframe": "clip_tokens", "caption": "clip_text"}
 

@@ -37,22 +37,12 @@ from brainbench.metrics.video import (
     Level,
     check_clips,
     clip_pcc_spec,
-    frame_psnr,
-    frame_ssim,
     nway_spec,
     psnr_spec,
     ssim_spec,
 )
 
-# Re-exported (not defined) for brainbench.generators.train_video until it imports brainbench.metrics.video.
-__all__ = [
-    "DEFAULT_CLIP_PCC",
-    "DEFAULT_GATED",
-    "evaluate_video",
-    "frame_psnr",
-    "frame_ssim",
-    "run_video_plan",
-]
+__all__ = ["DEFAULT_CLIP_PCC", "DEFAULT_GATED", "evaluate_video", "run_video_plan"]
 
 DEFAULT_CLIP_PCC: tuple[tuple[ClipPccVariant, str], ...] = (
     ("adjacent", WORLD_CLIP_ID),

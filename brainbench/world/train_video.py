@@ -45,7 +45,7 @@ from brainbench.backbones.frame_autoencoder import (
 )
 from brainbench.backbones.world_clip import sha256_file
 from brainbench.backbones.world_video import GENERATOR_NAME, WorldVideoModel, load_video_model, to_uint8_clips
-from brainbench.eval.video_metrics import frame_psnr, frame_ssim
+from brainbench.metrics.video import frame_psnr, frame_ssim
 
 SEED, MOVIE_KEY, FPS, FRAME_SIZE, N_FRAMES = 1, 901, 3, 64, 6
 BACKBONE = "world-clip:v1"
