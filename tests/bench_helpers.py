@@ -39,7 +39,7 @@ def tiny_config(
 ) -> str:
     """The method's world config shrunk for the tiny world, written to ``tmp``; returns its path.
 
-    ``epochs`` sets the trainer's (and the schedule's ``max_epochs`` when the model has one); the generator
+    ``epochs`` sets ``trainer.max_epochs`` (the schedules follow it); the generator
     section is dropped unless ``keep_generator`` (generators have their own tests).
     """
     config = load_method_config(method, "world")
@@ -47,8 +47,6 @@ def tiny_config(
     if not keep_generator:
         config.pop("generator", None)
     config["model"]["init_args"] |= init_args or {}
-    if "max_epochs" in config["model"]["init_args"]:
-        config["model"]["init_args"]["max_epochs"] = epochs
     config["data"] |= data or {}
     config["trainer"] = {"max_epochs": epochs}
     config |= sections
