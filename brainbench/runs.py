@@ -97,6 +97,14 @@ def open_run(runs: Path, identity: dict[str, Any], config: dict[str, Any], resum
                     f"({folder / RUN_FILE}); resume it with the same command, or drop --resume"
                 )
             return run
+    else:
+        for folder in interrupted_runs(runs, identity)[:1]:
+            log.warning(
+                "run %s of this request was interrupted (%s); starting a new run. To continue it instead, "
+                "rerun with --resume latest",
+                folder.name,
+                folder,
+            )
     run_id = new_run_id()
     path = runs / run_id
     path.mkdir(parents=True, exist_ok=False)

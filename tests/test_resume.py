@@ -128,3 +128,12 @@ def test_resume_refuses_another_request_and_latest_starts_fresh(tmp_path: Path) 
     assert not open_run(
         tmp_path, identity, config, resume="latest"
     ).resumed  # finished runs are never reopened
+
+
+def test_a_new_run_beside_an_interrupted_one_says_how_to_resume(tmp_path: Path, caplog) -> None:
+    identity, config = {"method": "ridge"}, {"path": "ridge/world.yaml"}
+    interrupted = open_run(tmp_path, identity, config, resume=None)
+    caplog.set_level("WARNING", logger="brainbench")
+    open_run(tmp_path, identity, config, resume=None)
+    assert f"run {interrupted.run_id} of this request was interrupted" in caplog.text
+    assert "--resume latest" in caplog.text
