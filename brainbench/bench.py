@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +32,7 @@ from brainbench.leaderboard.store import RunRecord, append_row, check_leaderboar
 from brainbench.methods import build_method
 from brainbench.methods.base import DecoderModule
 from brainbench.pretraining import run_pretraining
+from brainbench.progress import show_progress
 from brainbench.request import BenchRequest, config_name
 from brainbench.runs import RESULT_FILE, RunFolder, launch_id, open_run, open_shared_run
 from brainbench.training import (
@@ -52,19 +52,6 @@ from brainbench.training import (
 __all__ = ["DATASETS", "BenchRequest", "run_bench", "format_summary"]
 
 log = logging.getLogger("brainbench")
-
-
-def show_progress(progress: bool) -> None:
-    """Prints brainbench's progress messages (``logging``, logger ``brainbench``) to stderr when asked.
-
-    A caller that configured logging itself (a handler on ``brainbench`` or the root logger) keeps its own.
-    """
-    if not progress or log.handlers or logging.getLogger().handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("[brainbench] %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
 
 
 def run_bench(

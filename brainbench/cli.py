@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import logging
 import sys
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from brainbench import __version__
 from brainbench.errors import BrainbenchError, RunInterrupted
+from brainbench.progress import show_progress
 
 EXAMPLES = """examples:
   brainbench bench --method litemind --subject 1          # embedded world, generated on first use
@@ -291,20 +291,10 @@ def _run(args: argparse.Namespace) -> None:
         _list()
 
 
-def _console_logging(quiet: bool) -> None:
-    """Progress messages (logger ``brainbench``) on stderr; only warnings with ``--quiet``."""
-    log = logging.getLogger("brainbench")
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("[brainbench] %(message)s"))
-        log.addHandler(handler)
-    log.setLevel(logging.WARNING if quiet else logging.INFO)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point; a :class:`BrainbenchError` prints its message (file + fix) instead of a traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    _console_logging(quiet="--quiet" in argv)
+    show_progress("--quiet" not in argv)
     try:
         if argv and argv[0] == "bench":
             _bench(argv[1:])
