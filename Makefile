@@ -22,11 +22,11 @@ QUIET_PIP := sed '/is ignored: it is neither a file nor a directory/d'
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | $(QUIET_PIP)
-	$(BIN)/pip install -q -e ".[dev]" 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install -q -c constraints.txt torch torchvision 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]" 2>&1 | $(QUIET_PIP)
 	$(BIN)/python -c "import torch, torchvision, brainbench; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $@
 
