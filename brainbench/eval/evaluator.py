@@ -139,7 +139,7 @@ def run_embedding_plan(
     for metric_id in plan:
         name, network, _ = parse_metric_id(metric_id)
         prediction = network.rsplit(".", 1)[-1]
-        metric = build_metric(metric_id, shared=shared, task=zero_shot, **context)
+        metric = build_metric(metric_id, sync_on_compute=False, shared=shared, task=zero_shot, **context)
         rows = (
             predictions["clip_tokens"][:, 0] if prediction == "clip_tokens_cls" else predictions[prediction]
         )

@@ -345,7 +345,7 @@ def score_reconstructions(
             if not available:
                 result.absent[metric_id] = reason
                 continue
-            metric = build_metric(metric_id)
+            metric = build_metric(metric_id, sync_on_compute=False)
             for start in range(0, n, batch_size):
                 metric.update(recons[start : start + batch_size], gts[start : start + batch_size])
             result.add_metric(metric)
@@ -368,6 +368,7 @@ def score_reconstructions(
             net.network_id: [
                 build_metric(
                     metric_id,
+                    sync_on_compute=False,
                     spec=feature_metric_spec(metric_family(parse_metric_id(metric_id)[0]), net, n_items=n),  # type: ignore[arg-type]
                     num_features=net.feature_dim,
                     block_size=block_size,

@@ -60,7 +60,7 @@ def score_images(
     pixel = [i for i in plan if metric_family(parse_metric_id(i)[0]) in _PIXEL_FAMILIES]
     by_chain: dict[str, list[SpecMetric]] = {}
     for metric_id in pixel:
-        metric = build_metric(metric_id)
+        metric = build_metric(metric_id, sync_on_compute=False)
         by_chain.setdefault(metric.chain.id, []).append(metric)  # type: ignore[attr-defined]
     for chain_id, metrics in by_chain.items():  # each chain's resize runs once for all its metrics
         for block in chained_blocks(recons, ground_truth, chain_id):

@@ -220,7 +220,7 @@ def run_video_plan(
         if isinstance(inputs, str):
             result.absent[metric_id] = inputs
             continue
-        metric = build_metric(metric_id, trials=trials, seed=seed)
+        metric = build_metric(metric_id, sync_on_compute=False, trials=trials, seed=seed)
         metric.update(*inputs)
         result.add_metric(metric)
     return result

@@ -62,11 +62,19 @@ def metric_family(name: str) -> str:
     return max(matches, key=len)
 
 
-def build_metric(metric_id: str, **context: object) -> SpecMetric:
+def build_metric(metric_id: str, *, sync_on_compute: bool = True, **context: object) -> SpecMetric:
     """The metric object computing column ``metric_id`` (its ``spec.id`` is ``metric_id``).
+
+    Args:
+        metric_id: the column id.
+        sync_on_compute: gather the states of every process on ``compute`` (torchmetrics' default). The
+            evaluator passes ``False``: it scores predictions already gathered on rank 0, alone.
+        **context: what the id does not say (see the module docstring).
 
     Raises:
         ConfigError: for an id outside the grammar, no registered class, or a class that does not compute it.
     """
     name, _, _ = parse_metric_id(metric_id)
-    return METRICS.load(metric_family(name)).from_id(metric_id, **context)
+    metric = METRICS.load(metric_family(name)).from_id(metric_id, **context)
+    metric.sync_on_compute = metric._to_sync = sync_on_compute
+    return metric
