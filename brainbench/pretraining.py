@@ -132,6 +132,6 @@ def run_pretraining(
         )
 
     log.info("pre-training on subjects %s (cache %s)", subjects, cache_dir)
-    with home_lock(request.home, f"pretrain-{cache_dir.name}"):
-        model.pretrain(datamodules, pretrain_trainer, cache_dir)
-        shutil.rmtree(checkpoints, ignore_errors=True)
+    # no home lock around it: under torchrun/srun every rank pre-trains together (DDP), none may wait
+    model.pretrain(datamodules, pretrain_trainer, cache_dir)
+    shutil.rmtree(checkpoints, ignore_errors=True)
