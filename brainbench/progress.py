@@ -19,3 +19,4 @@ def show_progress(progress: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[brainbench] %(message)s"))
     log.addHandler(handler)
+    log.propagate = False  # a root handler added later (DDP ranks, libraries) must not print it twice

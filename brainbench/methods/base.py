@@ -59,7 +59,7 @@ def adamw_one_cycle(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=max_lr,
-        total_steps=max(2, int(module.trainer.estimated_stepping_batches)),
+        total_steps=max(4, int(module.trainer.estimated_stepping_batches)),  # OneCycle divides by 0 below 3
         final_div_factor=final_div_factor,
         pct_start=min(0.5, 2 / max(1, max_epochs)),
     )
