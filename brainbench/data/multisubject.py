@@ -2,7 +2,7 @@
 
 MindEye2 (Scotti et al., ICML 2024, arXiv 2403.11207) pre-trains its shared backbone on several subjects at
 once: each step draws one batch per subject, maps each through that subject's ridge, and concatenates them
-before the shared layers (shared/reference/methods.md §7). Lightning's :class:`CombinedLoader` over the
+before the shared layers. Lightning's :class:`CombinedLoader` over the
 per-subject training loaders gives exactly that: a dict ``{"subjNN": batch}`` per step.
 
 Example:

@@ -6,7 +6,7 @@ direction and chance level are recovered here from the
 metric *name* through a small prefix registry (:data:`METRIC_KINDS`, longest prefix wins):
 
 - direction: EffNet/SwAV correlation distance, FID, LPIPS, MSE and EPE are lower-is-better, everything else
-  higher-is-better (``/work/shared/reference/metrics.md`` §1.3, §6.8);
+  higher-is-better;
 - chance: ``k/N`` for an N-way top-k ranking (retrieval pools, §1.6; zero-shot, §2; N-way classifiers, §3.2),
   ``1/2`` for exhaustive 2-way identification (§1.2); full-set retrieval is ``k/N_test`` (N not in the id);
   no chance level is claimed for similarity or distance metrics, whose "random" value depends on the images.

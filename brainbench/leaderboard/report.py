@@ -10,7 +10,7 @@ Galleries: a run that saved reconstructions has ``runs/<run_id>/recons/<key>.png
 ``runs/<run_id>/recons/gt_<key>.png``. For each dataset × task the gallery shows, per stimulus key, the
 ground truth beside every method's reconstruction of it; when no run saved any, the report says so.
 Reconstructions are shown exactly as saved: any post-processing (e.g. MindEye2's blend with the blurry
-reconstruction, ``/work/shared/reference/metrics.md`` §1.5) is the row's ``postprocess`` flag.
+reconstruction) is the row's ``postprocess`` flag.
 
 Run ``python -m brainbench.leaderboard.report`` (``make leaderboard``) to rewrite ``leaderboards/report/``.
 """

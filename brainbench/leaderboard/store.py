@@ -1,6 +1,6 @@
 """Append-safe leaderboard CSVs: one row per run, provenance columns first, one column per metric spec id.
 
-Schema (``/work/shared/DESIGN.md``, "Leaderboard row"): the provenance columns of :data:`PROVENANCE_COLUMNS`
+Schema: the provenance columns of :data:`PROVENANCE_COLUMNS`
 in that fixed order, then any other non-metric columns sorted, then metric columns sorted. Metric columns are
 full spec ids (``<metric>[/<network>]@v<N>``), so rows computed with different spec versions or networks never
 share a column; a metric that does not apply to a row is blank.
@@ -10,7 +10,7 @@ of columns, writes a temporary file in the same directory and ``os.replace``-s i
 ``make bench`` processes both land their rows intact, and a reader never sees a half-written file.
 Existing cells are round-tripped as text, so appending never reformats old rows.
 
-Two columns keep rows honest (``/work/shared/reference/metrics.md`` §1.5 and §6.4, §6.8):
+Two columns keep rows honest:
 
 - ``postprocess``: what was done to the outputs before scoring, ``none`` or ``+``-joined steps such as
   ``blend:0.25`` (MindEye2's ``0.75·recon + 0.25·blurry`` before all metrics), ``best_of:16`` (16 samples per

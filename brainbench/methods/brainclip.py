@@ -2,7 +2,7 @@ r"""BrainCLIP: fMRI -> CLIP's joint image-text space with visual and textual sup
 
 Paper: Yulong Liu, Yongqiang Ma, Wei Zhou, Guibo Zhu, Nanning Zheng, "BrainCLIP: Bridging Brain and
 Visual-Linguistic Representation via CLIP for Generic Natural Visual Stimulus Decoding", arXiv 2302.12971.
-**No code was released**; what follows is the abstract's design (shared/reference/methods.md §3), with every
+**No code was released**; what follows is the abstract's design, with every
 unstated detail an init argument whose default is documented here and in ``data_cards/methods/brainclip.md``.
 
 **Mapper** (``mapper: vae``, the v1 abstract's "VAE-based architecture"): a trunk

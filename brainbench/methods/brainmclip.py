@@ -2,7 +2,7 @@ r"""BrainMCLIP: ROI-split fMRI aligned to intermediate and final CLIP layers, wi
 
 Paper: Tian Xia, Zihan Ma, Xinlong Wang, Qing Liu, Xiaowei He, Tianming Liu, Yudan Ren 2025, "BrainMCLIP:
 Brain Image Decoding with Multi-Layer feature Fusion of CLIP", arXiv 2510.19332. No code is public; the facts
-come from the abstract and third-party summaries (shared/reference/methods.md §4), so every choice the paper
+come from the abstract and third-party summaries, so every choice the paper
 leaves open is a constructor argument, its default stated here and in ``data_cards/methods/brainmclip.md``.
 
 **Inputs** (the functional hierarchy): the voxel vector is split by the manifest's ROIs (``rois``, name ->

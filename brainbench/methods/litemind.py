@@ -1,7 +1,7 @@
 """Lite-Mind: a DFT-based lightweight fMRI -> CLIP decoder (Gong et al., ACM MM 2024, arXiv 2312.03781).
 
 Faithful to the released training script (``gongzix/Lite-Mind`` ``src/dft_backbone.py``, ``src/engine.py``,
-``src/train_litemind.py``; shared/reference/methods.md §1):
+``src/train_litemind.py``):
 
 1. **Patch tokenisation**: ``Conv1d(1 -> d0, kernel=stride=p)`` over the voxel vector gives
    ``N = (V - p) // p + 1`` tokens (34 for V = 15724, p = 450), plus a learned positional embedding, dropout.

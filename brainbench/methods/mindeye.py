@@ -3,8 +3,8 @@ r"""MindEye's retrieval pathway: voxel2clip + projector, BiMixCo then SoftCLIP (
 Paper: Scotti et al. 2023, "Reconstructing the Mind's Eye: fMRI-to-Image with Contrastive Learning and
 Diffusion Priors", NeurIPS, arXiv 2305.18274; code ``MedARC-AI/fMRI-reconstruction-NSD`` (``src/models.py::
 BrainNetwork``, ``src/utils.py::mixco, mixco_nce, soft_clip_loss, cosine_anneal``, ``src/Train_MindEye.py``).
-The ridge variant follows MindEye2 (Scotti et al., ICML 2024, arXiv 2403.11207). Facts from
-shared/reference/methods.md §7 (architecture, losses, schedule) and §0 (targets, retrieval protocol).
+The ridge variant follows MindEye2 (Scotti et al., ICML 2024, arXiv 2403.11207): its architecture, losses,
+schedule, targets and retrieval protocol.
 
 **Backbone** (``backbone: mlp``, MindEye1 ``BrainNetwork``):
 ``h_0 = Dropout_.5(GELU(LN(W_0 v)))`` (``V -> h``, 4096 in the paper), then ``n_blocks`` (4) residual blocks

@@ -2,7 +2,7 @@ r"""Mind Reader's fMRI -> CLIP mappers (Lin, Sprague & Singh, NeurIPS 2022, arXi
 
 Code ``sklin93/mind-reader`` (``fmri_clip.py::fmri_clip_res``, ``modules.py::ResBlock_1d_BN``,
 ``fmri_clip_utils.py`` losses, ``nsd_utils.py::NSDwithCLIP`` targets, ``fmri_clip.py __main__`` training);
-facts from shared/reference/methods.md §5.
+facts from the paper.
 
 **Mapper** ``fmri_clip_res`` (one per target; two are trained: image and caption). The voxel vector is centre
 zero-padded to ``pad_to`` (15744 at NSD scale), then, over the voxel axis:

@@ -1,8 +1,8 @@
 r"""MindTuner: a multi-subject MindEye2 backbone fine-tuned to a new subject with LoRA, Skip-LoRA and a pivot.
 
 Paper: Gong, Zhang, Bao, Zhu, Liu, Hu, Miao 2024, "MindTuner: Cross-Subject Visual Decoding with Visual
-Fingerprint and Semantic Correction", arXiv 2404.12630. No code is public; facts from shared/reference/
-methods.md §6 (abstract level) and §7 (the MindEye2 stack it builds on). Everything beyond the abstract is
+Fingerprint and Semantic Correction", arXiv 2404.12630. No code is public; facts from its abstract and from
+MindEye2 (Scotti et al. 2024, arXiv 2403.11207), the stack it builds on. Everything beyond the abstract is
 marked **[inference]**.
 
 **Shared backbone** (MindEye2, arXiv 2403.11207): a per-subject ridge ``h_0 = R_s v`` (``V_s -> h``), then

@@ -3,8 +3,8 @@ r"""NeuroClips: semantics + perception reconstructors from fMRI, for video (Gong
 Paper: Zixuan Gong, Guangyin Bao, Qi Zhang, Zhongwei Wan, Duoqian Miao, Shoujin Wang, Lei Zhu, Changwei Wang,
 Rongtao Xu, Liang Hu, Ke Liu, Yu Zhang, "NeuroClips: Towards High-fidelity and Smooth fMRI-to-Video
 Reconstruction", NeurIPS 2024 oral, arXiv 2410.19452; code ``gongzix/NeuroClips`` (``src/Semantic.py``,
-``src/train_SR.py``, ``src/Perception.py``, ``src/train_PR.py``, ``src/video_decoder.py``). Facts from
-shared/reference/methods.md §2. The video stage (keyframe + blurry video -> clip) is the ``world-video``
+``src/train_SR.py``, ``src/Perception.py``, ``src/train_PR.py``, ``src/video_decoder.py``).
+The video stage (keyframe + blurry video -> clip) is the ``world-video``
 generator (:mod:`brainbench.generators.video`) in the world, ``animatediff-sparsectrl``
 (:mod:`brainbench.generators.animatediff`) at real scale, which the configs call after prediction.
 

@@ -5,7 +5,7 @@ Visual cortex (``nsdgeneral``) is the posterior ``visual_fraction`` of the brain
 is divided into the ``streams`` atlas: early (V1-V3 and hV4, ``prf-visualrois``), then mid-level
 (midventral / midlateral / midparietal) and high-level (ventral / lateral / parietal) streams. The floc
 category regions (faces, places, bodies, words) are small blobs in the high-level streams. Label numbers and
-names follow the NSD tables (shared/reference/datasets.md §1.4). Each subject's grid, boundaries and blob
+names follow the NSD data manual's ROI tables (Allen et al. 2022). Each subject's grid, boundaries and blob
 positions differ a little, seeded by ``(world seed, subject)``.
 """
 
