@@ -90,6 +90,9 @@ def run_bench(
     with home_lock(request.home, f"features-{prepared.parent.name}-{prepared.name}"):
         datamodule.prepare_data(progress=request.progress)
     datamodule.setup("fit")
+    # again: building the feature cache on a first run draws random numbers that a rerun (cache present)
+    # does not, and the model's initialisation must not depend on which of the two this is
+    L.seed_everything(request.seed, workers=True, verbose=False)
     model: DecoderModule = build_method(
         config, datamodule.n_voxels, datamodule.target_shapes(), rois=manifest.rois
     )

@@ -119,3 +119,11 @@ def test_world_god_zero_shot_on_held_out_categories(tmp_path: Path) -> None:
     assert result.specs[ZERO_SHOT].params["prompt"] == "a photo of a {}."
     # Measured (ridge is closed form): 0.333 = 5x chance; a broken label or prompt path gives about 1/15.
     assert row[ZERO_SHOT] >= 0.2
+
+
+def test_a_first_run_and_its_rerun_agree(tmp_path: Path) -> None:
+    """The first run builds the feature cache (drawing random numbers a rerun does not): same numbers."""
+    first, _ = run_bench(_request(tmp_path, "litemind"))
+    again, _ = run_bench(_request(tmp_path, "litemind"))  # world, shards and cache are there now
+    metrics = [key for key in first if "@v" in key]
+    assert metrics and all(first[key] == again[key] for key in metrics)
