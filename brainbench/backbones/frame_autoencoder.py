@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from brainbench.backbones.world_clip import sha256_file
-from brainbench.errors import ConfigError, DataFormatError, MissingFileError
+from brainbench.backbones.world_clip import verified_weights
+from brainbench.errors import ConfigError, MissingFileError
 
 #: the shipped world video assets (they stay under ``generators/assets``; read by path, nothing imported)
 ASSETS_DIR = Path(str(resources.files("brainbench"))) / "generators" / "assets"
@@ -176,11 +176,7 @@ def load_asset_state(name: str, directory: Path | None, verify: bool) -> tuple[d
     """The card and float32 state dict of shipped asset ``name`` (sha256 checked when ``verify``)."""
     directory = directory or asset_dir(name)
     card = load_card(name, directory)
-    weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
-        raise MissingFileError(weights, f"train the world video models with `{TRAIN_COMMAND}`")
-    if verify and sha256_file(weights) != card["sha256"]:
-        raise DataFormatError(weights, "sha256 does not match card.json", f"retrain with `{TRAIN_COMMAND}`")
+    weights = verified_weights(directory / WEIGHTS_FILE, card["sha256"] if verify else None, TRAIN_COMMAND)
     return card, {k: v.float() for k, v in load_file(weights).items()}
 
 

@@ -53,6 +53,26 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def verified_weights(weights: Path, expected_sha256: str | None, train_command: str) -> Path:
+    """``weights`` when it exists and (if ``expected_sha256`` is given) matches its card's sha256.
+
+    The one check of every shipped world asset (world CLIP, world decoders, frame autoencoder, video model).
+
+    Raises:
+        MissingFileError: the file is absent; the fix names ``train_command``.
+        DataFormatError: the file's sha256 differs from the card's.
+    """
+    if not weights.is_file():
+        raise MissingFileError(weights, f"train it with `{train_command}`")
+    if expected_sha256 is not None and sha256_file(weights) != expected_sha256:
+        raise DataFormatError(
+            weights,
+            "sha256 does not match card.json",
+            f"restore the shipped file (git checkout) or retrain with `{train_command}`",
+        )
+    return weights
+
+
 def load_world_clip_card(weights_dir: Path = WORLD_CLIP_DIR) -> dict:
     """The card of a trained world CLIP folder (metrics, sha256, training command)."""
     card_path = weights_dir / "card.json"
@@ -73,18 +93,8 @@ def create_world_clip(weights_dir: Path | None = WORLD_CLIP_DIR, verify: bool = 
     if weights_dir is None:
         return open_clip.create_model(WORLD_CLIP_ARCH).eval()
     weights = weights_dir / WEIGHTS_FILE
-    if not weights.is_file():
-        raise MissingFileError(
-            weights, f"train the world CLIP with `{TRAIN_COMMAND}` (about 30 min on 2 cores)"
-        )
-    if verify:
-        expected = load_world_clip_card(weights_dir)["sha256"]
-        if sha256_file(weights) != expected:
-            raise DataFormatError(
-                weights,
-                "sha256 does not match card.json",
-                f"restore the shipped file (git checkout) or retrain with `{TRAIN_COMMAND}`",
-            )
+    expected = load_world_clip_card(weights_dir)["sha256"] if verify and weights.is_file() else None
+    verified_weights(weights, expected, TRAIN_COMMAND)  # a missing file is named before a missing card
     model = open_clip.create_model(f"local-dir:{weights_dir}")
     return model.eval()
 

@@ -52,8 +52,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from brainbench.backbones.world_clip import WORLD_CLIP_ARCH, WORLD_CLIP_TAG, sha256_file
-from brainbench.errors import ConfigError, DataFormatError, MissingFileError
+from brainbench.backbones.world_clip import WORLD_CLIP_ARCH, WORLD_CLIP_TAG, verified_weights
+from brainbench.errors import ConfigError, MissingFileError
 
 WORLD_BACKBONE = f"{WORLD_CLIP_ARCH}:{WORLD_CLIP_TAG}"
 VARIANTS: dict[str, tuple[str, ...]] = {
@@ -208,15 +208,8 @@ def load_world_decoder(variant: str, directory: Path | None = None, verify: bool
         raise ConfigError(f"unknown world decoder variant {variant!r}; variants: {', '.join(VARIANTS)}")
     directory = directory or decoder_dir(variant)
     card = load_card(variant, directory)
-    weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
-        raise MissingFileError(weights, f"train the decoder with `{train_command(variant)}`")
-    if verify and sha256_file(weights) != card["sha256"]:
-        raise DataFormatError(
-            weights,
-            "sha256 does not match card.json",
-            f"restore the shipped file (git checkout) or retrain with `{train_command(variant)}`",
-        )
+    expected = card["sha256"] if verify else None
+    weights = verified_weights(directory / WEIGHTS_FILE, expected, train_command(variant))
     model_cfg = card["model"]
     decoder = WorldDecoder(
         {k: tuple(v) for k, v in model_cfg["input_shapes"].items()},
