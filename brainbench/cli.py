@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import sys
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +33,8 @@ EXAMPLES = """examples:
   brainbench world generate --preset small --subjects 1 2 5 7
   brainbench describe litemind --scale nsd
   brainbench list
+
+errors print one line (the file or key, the problem, the fix) and exit 2; add --debug for the traceback.
 """
 
 
@@ -291,9 +294,19 @@ def _run(args: argparse.Namespace) -> None:
         _list()
 
 
+def one_line(error: BaseException) -> str:
+    """An error's message on one line: ``<file>: <problem>; fix: <fix>``."""
+    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; a :class:`BrainbenchError` prints its message (file + fix) instead of a traceback."""
+    """Entry point; a :class:`BrainbenchError` prints one line (file, problem, fix) and exits 2.
+
+    ``--debug`` anywhere on the command line (or ``BRAINBENCH_DEBUG=1``) shows the traceback instead.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("BRAINBENCH_DEBUG", "") not in ("", "0")
+    argv = [arg for arg in argv if arg != "--debug"]
     show_progress("--quiet" not in argv)
     try:
         if argv and argv[0] == "bench":
@@ -301,10 +314,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _run(build_parser(argv).parse_args(argv))
     except RunInterrupted as error:
-        print(f"brainbench: {error}", file=sys.stderr)
+        print(f"brainbench: {one_line(error)}", file=sys.stderr)
         return error.exit_code
     except BrainbenchError as error:
-        print(f"brainbench: error: {error}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"brainbench: error: {one_line(error)} (--debug shows the traceback)", file=sys.stderr)
         return 2
     return 0
 

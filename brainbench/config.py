@@ -39,7 +39,15 @@ from brainbench.data.datamodule import FMRIDataModule
 from brainbench.data.registry import DATASETS
 from brainbench.errors import ConfigError
 from brainbench.generators import GENERATORS
-from brainbench.methods import DATA_ARGS, METHODS, config_path, method_class_path, read_yaml, schedule_epochs
+from brainbench.methods import (
+    DATA_ARGS,
+    METHODS,
+    config_path,
+    list_scales,
+    method_class_path,
+    read_yaml,
+    schedule_epochs,
+)
 from brainbench.request import BenchRequest
 
 #: the top-level keys of a method config, in the order the error messages list them
@@ -273,12 +281,19 @@ def config_file(request: BenchRequest) -> Path:
     The default name is ``world`` for the world datasets, else the dataset's name.
     """
     dataset = request.dataset or "world-nsd"
+    DATASETS.check(dataset)
     name = request.config or ("world" if dataset.startswith("world") else dataset)
     if name.endswith((".yaml", ".yml")) or "/" in name:
         path = Path(name)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         return path
+    if request.config is None and name not in list_scales(request.method):
+        raise ConfigError(
+            f"{request.method} has no config for dataset {dataset!r} (its configs: "
+            f"{', '.join(list_scales(request.method)) or 'none'}); pass --config NAME to use one of them on "
+            f"{dataset}, or --config PATH.yaml"
+        )
     return config_path(request.method, name)
 
 

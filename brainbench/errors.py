@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -42,3 +44,20 @@ class RunInterrupted(BrainbenchError):
             f"{signal_name}: run {run_id} stopped and saved {checkpoint}; continue it with the same command "
             f"plus --resume {run_id} (or --resume latest)"
         )
+
+
+@contextlib.contextmanager
+def reading(path: str | Path, fix: str) -> Iterator[None]:
+    """Turn what a file's library raises on a damaged file into a :class:`DataFormatError` naming the file.
+
+    Readers keep their own checks (a :class:`BrainbenchError` passes through unchanged); this catches the
+    rest: h5py's ``OSError`` on a truncated file, nibabel's ``ImageFileError`` or short-read ``ValueError``,
+    pandas' parser errors, ``UnicodeDecodeError``, zip/gzip/zlib errors, and the like.
+    """
+    try:
+        yield
+    except BrainbenchError:
+        raise
+    except Exception as exc:  # every library has its own error types for a damaged file
+        problem = f"damaged or truncated file ({type(exc).__name__}: {exc})"
+        raise DataFormatError(path, problem, fix) from exc

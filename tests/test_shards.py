@@ -228,12 +228,13 @@ def test_checksums(tmp_path):
     data[600] ^= 0xFF
     shard.write_bytes(bytes(data))
     with pytest.raises(
-        DataFormatError, match=r"train-000001\.tar.*sha256 mismatch(.|\n)*re-run `brainbench prepare`"
+        DataFormatError,
+        match=r"train-000001\.tar.*sha256 mismatch(.|\n)*fix: brainbench prepare test --root .* --overwrite",
     ):
         verify_checksums(tmp_path, loaded)
     shard.unlink()
     with pytest.raises(
-        DataFormatError, match=r"train-000001\.tar.*missing(.|\n)*re-run `brainbench prepare`"
+        DataFormatError, match=r"train-000001\.tar.*missing(.|\n)*fix: brainbench prepare test"
     ):
         verify_checksums(tmp_path, loaded)
 

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 from brainbench.backbones.openclip import load_backbone
 from brainbench.data.feature_cache import FeatureCache, cache_dir_for
 from brainbench.data.in_memory import InMemoryTrainingSet
-from brainbench.data.manifest import Manifest
+from brainbench.data.manifest import Manifest, rebuild_fix
 from brainbench.data.shards import Sample, decode_sample, shard_handler, verify_checksums
 from brainbench.errors import ConfigError, DataFormatError
 
@@ -331,7 +331,7 @@ class FMRIDataModule(L.LightningDataModule):
                 raise DataFormatError(
                     url,
                     f"holds {count} samples, the manifest says {expected[url]}: truncated or corrupt",
-                    "re-run `brainbench prepare ... --overwrite`",
+                    rebuild_fix(url),
                 )
 
         def stage(samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -22,7 +22,34 @@ from brainbench.errors import DataFormatError, MissingFileError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA = 1
-_FIX = "re-run `brainbench prepare ... --overwrite` to rebuild the prepared directory"
+
+
+def rebuild_fix(path: str | Path) -> str:
+    """How to rebuild the prepared folder holding ``path``, keeping its dataset's identity.
+
+    A world's folder is rebuilt by ``bench`` itself (a real-data ``prepare`` on a world's raw files would
+    file its rows under the real dataset); a real dataset's by ``brainbench prepare <adapter> ...
+    --overwrite`` with the root and subject its manifest records.
+    """
+    path = Path(path)
+    folder = next((p for p in (path, *path.parents) if (p / MANIFEST_NAME).is_file()), None)
+    try:
+        raw = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8")) if folder else None
+        dataset, subject, source = str(raw["dataset"]), int(raw["subject"]), dict(raw["source"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return (
+            "delete the prepared folder and run the command that made it again (`brainbench bench` "
+            "prepares the embedded worlds itself; `brainbench prepare <dataset> ... --overwrite` a real copy)"
+        )
+    if dataset.startswith("world"):
+        return (
+            f"delete {folder}; `brainbench bench --dataset {dataset} --subject {subject} ...` "
+            "prepares it again"
+        )
+    return (
+        f"brainbench prepare {source.get('adapter', dataset)} --root {source.get('root', 'ROOT')} "
+        f"--subject {subject} --out {folder} --overwrite"
+    )
 
 
 @dataclass(frozen=True)
@@ -101,9 +128,9 @@ class Manifest:
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataFormatError(path, f"not valid JSON ({exc})", _FIX) from exc
+            raise DataFormatError(path, f"not valid JSON ({exc})", _damaged_manifest_fix(path)) from exc
         if not isinstance(raw, dict):
-            raise DataFormatError(path, "manifest is not a JSON object", _FIX)
+            raise DataFormatError(path, "manifest is not a JSON object", _damaged_manifest_fix(path))
         _validate(path, raw)
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in known})
@@ -119,6 +146,14 @@ class Manifest:
             Shard paths in manifest order.
         """
         return [Path(manifest_dir) / shard["path"] for shard in self.splits[split]["shards"]]
+
+
+def _damaged_manifest_fix(path: Path) -> str:
+    """A manifest that cannot be read tells nothing of its dataset: the fix names both ways to rebuild."""
+    return (
+        f"delete {path.parent} and rebuild it: `brainbench bench` prepares an embedded world again; "
+        "`brainbench prepare <dataset> --root ROOT --subject N --out FOLDER --overwrite` a real copy"
+    )
 
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
@@ -142,7 +177,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> None:
     """Raise DataFormatError naming ``path`` on the first missing or malformed field."""
 
     def fail(problem: str) -> None:
-        raise DataFormatError(path, problem, _FIX)
+        raise DataFormatError(path, problem, _damaged_manifest_fix(path))
 
     for name, kind in _TYPES.items():
         if name not in raw:

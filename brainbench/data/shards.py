@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import webdataset as wds
 
-from brainbench.data.manifest import Manifest
+from brainbench.data.manifest import Manifest, rebuild_fix
 from brainbench.errors import BrainbenchError, DataFormatError
 
 SPLITS = ("train", "val", "test", "imagery")
@@ -230,12 +230,8 @@ def _load_npy(url: str, member: str, data: bytes) -> np.ndarray:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, SyntaxError, tokenize.TokenError) as exc:  # numpy tokenizes a damaged header
         raise DataFormatError(
-            url, f"member '{member}' is not a plain numeric .npy ({exc})", _prepare_fix()
+            url, f"member '{member}' is not a plain numeric .npy ({exc})", rebuild_fix(url)
         ) from exc
-
-
-def _prepare_fix() -> str:
-    return "re-run `brainbench prepare ... --overwrite` to rewrite the shards"
 
 
 def decode_sample(raw: dict[str, Any]) -> Sample:
@@ -268,28 +264,29 @@ def decode_sample(raw: dict[str, Any]) -> Sample:
             problem = (
                 f"sample '{key}' lacks member '{key}.{member}' (truncated shard, or not from brainbench)"
             )
-            raise DataFormatError(url, problem, _prepare_fix())
+            raise DataFormatError(url, problem, rebuild_fix(url))
     try:
         meta = json.loads(raw["meta.json"])
         fields = {name: meta[name] for name in _META_FIELDS}
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise DataFormatError(url, f"sample '{key}': bad meta.json ({exc!r})", _prepare_fix()) from exc
+        raise DataFormatError(url, f"sample '{key}': bad meta.json ({exc!r})", rebuild_fix(url)) from exc
     if fields["split"] not in SPLITS:
-        raise DataFormatError(url, f"sample '{key}': unknown split {fields['split']!r}", _prepare_fix())
+        raise DataFormatError(url, f"sample '{key}': unknown split {fields['split']!r}", rebuild_fix(url))
     voxels = _load_npy(url, "voxels.npy", raw["voxels.npy"])
     repeats = None
     if fields["split"] in AVERAGED_SPLITS:
         if "repeats.npy" not in raw:
             raise DataFormatError(
-                url, f"test sample '{key}' lacks member '{key}.repeats.npy'", _prepare_fix()
+                url, f"test sample '{key}' lacks member '{key}.repeats.npy'", rebuild_fix(url)
             )
         repeats = _load_npy(url, "repeats.npy", raw["repeats.npy"])
         if repeats.ndim != 2 or repeats.shape[1:] != voxels.shape:
             raise DataFormatError(
-                url, f"sample '{key}': repeats {repeats.shape} vs voxels {voxels.shape}", _prepare_fix()
+                url, f"sample '{key}': repeats {repeats.shape} vs voxels {voxels.shape}", rebuild_fix(url)
             )
     if voxels.ndim != 1:
-        raise DataFormatError(url, f"sample '{key}': voxels must be 1-D, got {voxels.shape}", _prepare_fix())
+        problem = f"sample '{key}': voxels must be 1-D, got {voxels.shape}"
+        raise DataFormatError(url, problem, rebuild_fix(url))
     return Sample(key=key, voxels=voxels, repeats=repeats, **fields)
 
 
@@ -312,7 +309,7 @@ def shard_handler(exn: Exception) -> bool:
     if isinstance(exn, BrainbenchError):
         raise exn
     url = _url_from_args(exn.args)
-    fix = "delete the prepared directory and re-run `brainbench prepare ... --overwrite`"
+    fix = rebuild_fix(url)
     if isinstance(exn, FileNotFoundError):
         raise DataFormatError(url, "shard listed but not found", fix) from exn
     duplicate = isinstance(exn, ValueError) and "duplicate file name in tar" in str(exn)
@@ -378,7 +375,7 @@ def iter_split(manifest_dir: str | Path, manifest: Manifest, split: str) -> Iter
             yield sample
         if count != shard["n_samples"]:
             problem = f"holds {count} samples, the manifest says {shard['n_samples']}: truncated or corrupt"
-            raise DataFormatError(path, problem, _prepare_fix())
+            raise DataFormatError(path, problem, rebuild_fix(path))
 
 
 def verify_checksums(manifest_dir: str | Path, manifest: Manifest) -> None:
@@ -392,10 +389,7 @@ def verify_checksums(manifest_dir: str | Path, manifest: Manifest) -> None:
         DataFormatError: naming the first missing or mismatching file and the command that rebuilds it.
     """
     manifest_dir = Path(manifest_dir)
-    fix = (
-        f"re-run `brainbench prepare` for dataset '{manifest.dataset}' subject {manifest.subject} "
-        f"(raw root {manifest.source.get('root')}) with --overwrite"
-    )
+    fix = rebuild_fix(manifest_dir)
     files = [
         (shard["path"], shard["sha256"]) for info in manifest.splits.values() for shard in info["shards"]
     ]

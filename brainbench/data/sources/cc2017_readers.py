@@ -31,7 +31,7 @@ import pandas as pd
 from nibabel import cifti2
 
 from brainbench.data.sources.matfile import load_v5, mat_format, read_v73_array
-from brainbench.errors import ConfigError, DataFormatError, MissingFileError
+from brainbench.errors import ConfigError, DataFormatError, MissingFileError, reading
 
 TR_S = 2.0
 TAIL_VOLUMES = 4
@@ -213,7 +213,8 @@ def read_run(
             f"{volumes_per_run + TAIL_VOLUMES} with the movie's last volume lagged by {lag_trs} TRs",
             f"pass the runs' volumes_per_run (real data: 240) and lag_trs <= {TAIL_VOLUMES}",
         )
-    window = np.asarray(img.dataobj[start + lag_trs : start + lag_trs + volumes_per_run], dtype=np.float32)
+    with reading(path, _FIX):
+        window = np.asarray(img.dataobj[start + lag_trs : start + lag_trs + volumes_per_run], np.float32)
     data = window[:, cortex_columns(path, axis)]
     if not np.isfinite(data).all():
         raise DataFormatError(path, f"{int((~np.isfinite(data)).sum())} NaN/inf values in the cortex", _FIX)
@@ -398,7 +399,8 @@ def read_captions(layout: Cc2017Layout) -> pd.DataFrame | None:
     path = layout.captions
     if not path.is_file():
         return None
-    table = pd.read_csv(path, sep="\t", dtype={"movie": str, "caption": str}, keep_default_na=False)
+    with reading(path, _FIX):
+        table = pd.read_csv(path, sep="\t", dtype={"movie": str, "caption": str}, keep_default_na=False)
     missing = [c for c in CAPTION_COLUMNS if c not in table.columns]
     if missing:
         raise DataFormatError(path, f"columns {missing} missing (has {list(table.columns)})", _FIX)

@@ -27,7 +27,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from brainbench.data.sources.matfile import load_v5, mat_format
-from brainbench.errors import ConfigError, DataFormatError, MissingFileError
+from brainbench.errors import ConfigError, DataFormatError, MissingFileError, reading
 
 TRAIN_TSV = "stimulus_ImageNetTraining.tsv"
 TEST_TSV = "stimulus_ImageNetTest.tsv"
@@ -130,11 +130,12 @@ def read_bdata(path: Path) -> BData:
         DataFormatError: no dataset/metadata pair, missing metadata fields, or shapes that do not fit.
     """
     fmt = mat_format(path)
-    if fmt == "v5":
-        dataset, keys, values = _read_v5(path)
-    else:
-        with h5py.File(path, "r") as file:
-            dataset, keys, values = _read_hdf5(path, file)
+    with reading(path, _REDOWNLOAD):
+        if fmt == "v5":
+            dataset, keys, values = _read_v5(path)
+        else:
+            with h5py.File(path, "r") as file:
+                dataset, keys, values = _read_hdf5(path, file)
     return BData(path, fmt, *_orient(path, dataset, keys, values, reversed_first=fmt == "v7.3"))
 
 
@@ -211,7 +212,9 @@ def read_stimulus_tsv(path: Path) -> pd.DataFrame:
         MissingFileError: the file is missing.
         DataFormatError: not 4 columns, non-numeric or empty ids, duplicate ``stim_id`` or ``image_index``.
     """
-    table = pd.read_csv(require(path, f"the GOD stimulus list {path.name}"), sep="\t", header=None, dtype=str)
+    require(path, f"the GOD stimulus list {path.name}")
+    with reading(path, _REDOWNLOAD):
+        table = pd.read_csv(path, sep="\t", header=None, dtype=str)
     if table.shape[1] != len(TSV_COLUMNS):
         raise DataFormatError(path, f"{table.shape[1]} columns, not {', '.join(TSV_COLUMNS)}", _REDOWNLOAD)
     table.columns = list(TSV_COLUMNS)
@@ -234,7 +237,9 @@ def read_stimulus_tsv(path: Path) -> pd.DataFrame:
 
 def read_test_synsets(path: Path) -> pd.DataFrame:
     """``ImageNetTest_synset.xlsx`` as ``synset_id, category_id, name``, rows in category_index order."""
-    sheet = pd.read_excel(require(path, "the test-category list ImageNetTest_synset.xlsx"), engine="openpyxl")
+    require(path, "the test-category list ImageNetTest_synset.xlsx")
+    with reading(path, _REDOWNLOAD):
+        sheet = pd.read_excel(path, engine="openpyxl")
     missing = [c for c in ("synset_id", "category") if c not in sheet.columns]
     if missing:
         raise DataFormatError(path, f"columns {missing} missing (found {list(sheet.columns)})", _REDOWNLOAD)

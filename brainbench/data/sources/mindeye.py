@@ -67,7 +67,7 @@ from brainbench.data.sources.common import (
     split_writers,
 )
 from brainbench.data.stimulus_store import write_stimulus_store
-from brainbench.errors import ConfigError, DataFormatError, MissingFileError
+from brainbench.errors import ConfigError, DataFormatError, MissingFileError, reading
 
 ADAPTER_VERSION = "1"
 VOXEL_ORDER = "as in the MindEye shards (nsdgeneral, their order)"
@@ -373,7 +373,9 @@ def _import_me2(
     test = trials[is_test]
     test = test[np.lexsort((test[:, 2], test[:, 0]))]
     prefix, betas_path = me.subject_name(subject), layout.me2_betas(subject)
-    with h5py.File(betas_path, "r") as f:
+    with reading(betas_path, me.REDOWNLOAD):
+        betas_file = h5py.File(betas_path, "r")
+    with betas_file as f:
         dset = _betas(f, betas_path, trials)
         for index, tar in enumerate(train_tars):
             rows = train[train[:, 3] == index]

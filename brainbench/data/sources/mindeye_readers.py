@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from brainbench.errors import DataFormatError, MissingFileError
+from brainbench.errors import DataFormatError, MissingFileError, reading
 
 PICKLE_EXTENSIONS = ("pyd", "pickle", "pkl", "pth", "pt", "ckpt", "joblib")
 ME1_MEMBERS = frozenset({"nsdgeneral.npy", "coco73k.npy", "trial.npy", "num_uniques.npy"})
@@ -36,7 +36,7 @@ TRIALS_PER_SESSION = 750
 N_COCO_IMAGES = 73000
 FLOAT16_MAX = 65504.0
 IMAGE_BATCH = 64
-_REDOWNLOAD = "re-download this file from the MindEye Hugging Face dataset (datasets.md §2)"
+REDOWNLOAD = "re-download this file from the MindEye Hugging Face dataset (datasets.md §2)"
 log = logging.getLogger(__name__)
 
 
@@ -219,13 +219,13 @@ def load_npy(sample: TarSample, suffix: str) -> np.ndarray:
     """
     if suffix not in sample.data:
         raise DataFormatError(
-            sample.tar, f"sample '{sample.key}' lacks member '{sample.member(suffix)}'", _REDOWNLOAD
+            sample.tar, f"sample '{sample.key}' lacks member '{sample.member(suffix)}'", REDOWNLOAD
         )
     try:
         return np.load(io.BytesIO(sample.data[suffix]), allow_pickle=False)
     except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError) as exc:
         raise DataFormatError(
-            sample.tar, f"member '{sample.member(suffix)}' is not a plain numeric .npy ({exc})", _REDOWNLOAD
+            sample.tar, f"member '{sample.member(suffix)}' is not a plain numeric .npy ({exc})", REDOWNLOAD
         ) from exc
 
 
@@ -236,7 +236,7 @@ def scalar_int(sample: TarSample, suffix: str, low: int = 0, high: int | None = 
         raise DataFormatError(
             sample.tar,
             f"member '{sample.member(suffix)}' should hold one number, got {array.dtype} {array.shape}",
-            _REDOWNLOAD,
+            REDOWNLOAD,
         )
     value = float(array.reshape(-1)[0])
     if not _is_id(value, low, high):
@@ -244,7 +244,7 @@ def scalar_int(sample: TarSample, suffix: str, low: int = 0, high: int | None = 
         raise DataFormatError(
             sample.tar,
             f"member '{sample.member(suffix)}' = {value} is not an integer in {bound}",
-            _REDOWNLOAD,
+            REDOWNLOAD,
         )
     return int(value)
 
@@ -330,7 +330,7 @@ def as_float16(values: np.ndarray, path: Path, what: str) -> np.ndarray:
     """``values`` as float16, refusing NaN/inf and values beyond the float16 range (naming ``path``)."""
     values = np.asarray(values, dtype=np.float32)
     if not np.isfinite(values).all() or np.abs(values).max(initial=0.0) > FLOAT16_MAX:
-        raise DataFormatError(path, f"{what} holds NaN/inf or values beyond the float16 range", _REDOWNLOAD)
+        raise DataFormatError(path, f"{what} holds NaN/inf or values beyond the float16 range", REDOWNLOAD)
     return values.astype(np.float16)
 
 
@@ -366,14 +366,14 @@ def parse_me1(sample: TarSample) -> Me1Record:
         raise DataFormatError(
             sample.tar,
             f"member '{member}' should be (repeats, V) floats, got {voxels.dtype} {voxels.shape}",
-            _REDOWNLOAD,
+            REDOWNLOAD,
         )
     n_real = scalar_int(sample, "num_uniques.npy", 1, voxels.shape[0] + 1)
     rows = voxels.astype(np.float32)
     padded = bool(np.allclose(rows[n_real:], rows[:n_real].mean(axis=0), rtol=1e-2, atol=1e-2))
     suffix = next((s for s in IMAGE_SUFFIXES if s in sample.where), None)
     if suffix is None:
-        raise DataFormatError(sample.tar, f"sample '{sample.key}' has no jpg or png member", _REDOWNLOAD)
+        raise DataFormatError(sample.tar, f"sample '{sample.key}' has no jpg or png member", REDOWNLOAD)
     return Me1Record(
         stim_id=scalar_int(sample, "coco73k.npy", 0, N_COCO_IMAGES),
         trial=scalar_int(sample, "trial.npy", 0),
@@ -394,7 +394,7 @@ def parse_behav(sample: TarSample, subject: int) -> tuple[int, int, int]:
     member = sample.member("behav.npy")
     if behav.size != 17 or behav.dtype.kind not in "iuf":
         problem = f"should be (1, 17) numbers, got {behav.dtype} {behav.shape}"
-        raise DataFormatError(sample.tar, f"member '{member}' {problem}", _REDOWNLOAD)
+        raise DataFormatError(sample.tar, f"member '{member}' {problem}", REDOWNLOAD)
     row = behav.reshape(17).astype(np.float64)
     values = {}
     for name, high in (("COCO_IDX", N_COCO_IMAGES), ("SESSION", None), ("GLOBAL_TRIAL", None)):
@@ -402,16 +402,16 @@ def parse_behav(sample: TarSample, subject: int) -> tuple[int, int, int]:
         if value == -1 or not _is_id(value, 0, high):
             shown = "-1 (NaN)" if value == -1 else f"{value:g}"
             raise DataFormatError(
-                sample.tar, f"member '{member}': {name} = {shown} is not a valid id", _REDOWNLOAD
+                sample.tar, f"member '{member}': {name} = {shown} is not a valid id", REDOWNLOAD
             )
         values[name] = int(value)
     coco, session, trial = values["COCO_IDX"], values["SESSION"], values["GLOBAL_TRIAL"]
     if row[BEHAV_COLUMNS["SUBJECT"]] not in (-1, subject):
         problem = f"SUBJECT is {row[BEHAV_COLUMNS['SUBJECT']]:g}, not {subject}"
-        raise DataFormatError(sample.tar, f"member '{member}': {problem}", _REDOWNLOAD)
+        raise DataFormatError(sample.tar, f"member '{member}': {problem}", REDOWNLOAD)
     if trial // TRIALS_PER_SESSION + 1 != session:
         problem = f"GLOBAL_TRIAL {trial} does not lie in SESSION {session} ({TRIALS_PER_SESSION} per session)"
-        raise DataFormatError(sample.tar, f"member '{member}': {problem}", _REDOWNLOAD)
+        raise DataFormatError(sample.tar, f"member '{member}': {problem}", REDOWNLOAD)
     return coco, session, trial
 
 
@@ -438,7 +438,7 @@ def tar_images(
                     pixels = resize(np.asarray(image.convert("RGB")), size)
             except (OSError, ValueError, Image.DecompressionBombError) as exc:
                 raise DataFormatError(
-                    tar, f"member '{member}' is not a readable image ({exc})", _REDOWNLOAD
+                    tar, f"member '{member}' is not a readable image ({exc})", REDOWNLOAD
                 ) from exc
             shape = shape or pixels.shape
             if pixels.shape != shape:
@@ -461,19 +461,21 @@ def hdf5_images(path: Path, stim_ids: np.ndarray, size: int | None) -> Iterator[
         stim_ids: sorted, unique 0-based 73k ids.
         size: resize to ``size × size``; ``None`` keeps the stored size.
     """
-    with h5py.File(path, "r") as f:
+    with reading(path, REDOWNLOAD):
+        images_file = h5py.File(path, "r")
+    with images_file as f:
         dset = f.get("images")
         if not isinstance(dset, h5py.Dataset) or dset.ndim != 4 or dset.shape[1] != 3:
             raise DataFormatError(
-                path, "dataset 'images' (73000, 3, H, W) is missing or malformed", _REDOWNLOAD
+                path, "dataset 'images' (73000, 3, H, W) is missing or malformed", REDOWNLOAD
             )
         if len(stim_ids) and int(stim_ids[-1]) >= dset.shape[0]:
             problem = f"'images' has {dset.shape[0]} rows, need id {int(stim_ids[-1])}"
-            raise DataFormatError(path, problem, _REDOWNLOAD)
+            raise DataFormatError(path, problem, REDOWNLOAD)
         for start in range(0, len(stim_ids), IMAGE_BATCH):
             values = read_rows(dset, stim_ids[start : start + IMAGE_BATCH]).astype(np.float32)
             if not np.isfinite(values).all():
-                raise DataFormatError(path, "images hold NaN/inf values", _REDOWNLOAD)
+                raise DataFormatError(path, "images hold NaN/inf values", REDOWNLOAD)
             batch = np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8).transpose(0, 2, 3, 1)
             yield np.stack([resize(image, size) for image in batch])
 

@@ -17,7 +17,7 @@ import pandas as pd
 import scipy.io
 
 from brainbench.data.sources.nsd_layout import NsdLayout, subject_dir_name
-from brainbench.errors import ConfigError, DataFormatError, MissingFileError
+from brainbench.errors import ConfigError, DataFormatError, MissingFileError, reading
 
 PSC_SCALE = 300.0
 _REDOWNLOAD = (
@@ -78,7 +78,8 @@ def read_trials(layout: NsdLayout, subject: int) -> pd.DataFrame:
         DataFormatError: on missing columns, bad ids, or disagreement with the design file.
     """
     path = require(layout, layout.responses(subject))
-    table = pd.read_csv(path, sep="\t")
+    with reading(path, _REDOWNLOAD):
+        table = pd.read_csv(path, sep="\t")
     for column in ("SESSION", "73KID"):
         if column not in table.columns:
             raise DataFormatError(
@@ -114,10 +115,8 @@ def read_trials(layout: NsdLayout, subject: int) -> pd.DataFrame:
 def read_expdesign(layout: NsdLayout) -> dict[str, np.ndarray]:
     """``nsd_expdesign.mat`` with 0-based ``subjectim`` (S, n), ``masterordering`` (n,), ``sharedix``."""
     path = require(layout, layout.expdesign)
-    try:
+    with reading(path, f"{_REDOWNLOAD} (a MATLAB v5 file that scipy reads)"):
         mat = scipy.io.loadmat(path)
-    except (NotImplementedError, ValueError) as exc:
-        raise DataFormatError(path, f"not a MATLAB v5 file scipy can read ({exc})", _REDOWNLOAD) from exc
     out = {}
     for name in ("subjectim", "masterordering", "sharedix"):
         if name not in mat:
@@ -131,7 +130,8 @@ def read_expdesign(layout: NsdLayout) -> dict[str, np.ndarray]:
 def read_stim_info(layout: NsdLayout) -> pd.DataFrame:
     """``nsd_stim_info_merged.csv`` indexed by 0-based ``nsdId`` (cocoId, cocoSplit, shared1000, ...)."""
     path = require(layout, layout.stim_info)
-    info = pd.read_csv(path, index_col=0)
+    with reading(path, _REDOWNLOAD):
+        info = pd.read_csv(path, index_col=0)
     missing = [c for c in ("nsdId", "cocoId", "cocoSplit", "shared1000") if c not in info.columns]
     if missing:
         raise DataFormatError(path, f"columns {missing} are missing", _REDOWNLOAD)
@@ -160,8 +160,8 @@ def shared_ids(layout: NsdLayout, stim_info: pd.DataFrame) -> np.ndarray:
 
 def read_volume(path: Path) -> np.ndarray:
     """A 3-D integer label volume (ROI or brain mask) via ``dataobj``, never ``get_fdata``/``get_data``."""
-    image = nib.load(path)
-    volume = np.asarray(image.dataobj)
+    with reading(path, _REDOWNLOAD):
+        volume = np.asarray(nib.load(path).dataobj)
     if volume.ndim != 3:
         raise DataFormatError(path, f"expected a 3-D volume, got shape {volume.shape}", _REDOWNLOAD)
     return np.rint(volume).astype(np.int64) if volume.dtype.kind == "f" else volume.astype(np.int64)
@@ -172,7 +172,9 @@ def read_ctab(layout: NsdLayout, atlas: str, subject: int) -> dict[int, str]:
     for path in (layout.ctab(atlas, subject), layout.ctab(atlas)):
         if path.is_file():
             labels = {}
-            for line in path.read_text(encoding="utf-8").splitlines():
+            with reading(path, _REDOWNLOAD):
+                text = path.read_text(encoding="utf-8")
+            for line in text.splitlines():
                 parts = line.split()
                 if len(parts) >= 2 and parts[0].lstrip("-").isdigit():
                     labels[int(parts[0])] = parts[1]
@@ -231,26 +233,28 @@ def read_session_betas(
     nifti, hdf5 = layout.betas_nifti(subject, session), layout.betas_hdf5(subject, session)
     if nifti.is_file():
         path = nifti
-        image = nib.load(path)
-        grid = tuple(image.shape[:3])
-        _check_grid(path, grid, len(image.shape), voxel_mask)
-        proxy = image.dataobj
-        if float(proxy.slope) != 1.0 or float(proxy.inter) != 0.0:
-            raise DataFormatError(
-                path, "header sets scl_slope/scl_inter; NSD betas are raw int16", _REDOWNLOAD
-            )
-        values = np.asarray(proxy)[voxel_mask].T  # (T, V), C order over (x, y, z)
+        with reading(path, _REDOWNLOAD):
+            image = nib.load(path)
+            grid = tuple(image.shape[:3])
+            _check_grid(path, grid, len(image.shape), voxel_mask)
+            proxy = image.dataobj
+            if float(proxy.slope) != 1.0 or float(proxy.inter) != 0.0:
+                raise DataFormatError(
+                    path, "header sets scl_slope/scl_inter; NSD betas are raw int16", _REDOWNLOAD
+                )
+            values = np.asarray(proxy)[voxel_mask].T  # (T, V), C order over (x, y, z)
     elif hdf5.is_file():
         path = hdf5
-        with h5py.File(path, "r") as f:
-            if "betas" not in f:
-                raise DataFormatError(path, "dataset /betas is missing", _REDOWNLOAD)
-            dset = f["betas"]
-            grid = tuple(dset.shape[1:][::-1])
-            _check_grid(path, grid, dset.ndim, voxel_mask)
-            ijk = np.argwhere(voxel_mask)
-            lo, hi = ijk.min(axis=0), ijk.max(axis=0) + 1
-            block = dset[:, lo[2] : hi[2], lo[1] : hi[1], lo[0] : hi[0]]  # (T, z, y, x)
+        with reading(path, _REDOWNLOAD):
+            with h5py.File(path, "r") as f:
+                if "betas" not in f:
+                    raise DataFormatError(path, "dataset /betas is missing", _REDOWNLOAD)
+                dset = f["betas"]
+                grid = tuple(dset.shape[1:][::-1])
+                _check_grid(path, grid, dset.ndim, voxel_mask)
+                ijk = np.argwhere(voxel_mask)
+                lo, hi = ijk.min(axis=0), ijk.max(axis=0) + 1
+                block = dset[:, lo[2] : hi[2], lo[1] : hi[1], lo[0] : hi[0]]  # (T, z, y, x)
         sub_mask = voxel_mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
         values = block.transpose(0, 3, 2, 1)[:, sub_mask]  # (T, V), C order over (x, y, z)
     else:
@@ -285,20 +289,21 @@ def betas_to_psc(raw: np.ndarray) -> np.ndarray:
 def iter_images(layout: NsdLayout, stim_ids: np.ndarray, batch: int = 256) -> Iterator[np.ndarray]:
     """``imgBrick`` rows for sorted, unique 0-based ids, in batches (h5py needs sorted indices, trap 16)."""
     path = require(layout, layout.stimuli_hdf5)
-    with h5py.File(path, "r") as f:
-        if "imgBrick" not in f:
-            raise DataFormatError(path, "dataset imgBrick is missing", _REDOWNLOAD)
-        brick = f["imgBrick"]
-        if brick.ndim != 4 or brick.shape[-1] != 3 or brick.dtype != np.uint8:
-            raise DataFormatError(
-                path, f"imgBrick must be uint8 (n, H, W, 3), got {brick.dtype} {brick.shape}", ""
-            )
-        if len(stim_ids) and stim_ids[-1] >= brick.shape[0]:
-            raise DataFormatError(
-                path, f"imgBrick has {brick.shape[0]} rows, need id {stim_ids[-1]}", _REDOWNLOAD
-            )
-        for start in range(0, len(stim_ids), batch):
-            yield brick[stim_ids[start : start + batch]]
+    with reading(path, _REDOWNLOAD):
+        with h5py.File(path, "r") as f:
+            if "imgBrick" not in f:
+                raise DataFormatError(path, "dataset imgBrick is missing", _REDOWNLOAD)
+            brick = f["imgBrick"]
+            if brick.ndim != 4 or brick.shape[-1] != 3 or brick.dtype != np.uint8:
+                raise DataFormatError(
+                    path, f"imgBrick must be uint8 (n, H, W, 3), got {brick.dtype} {brick.shape}", ""
+                )
+            if len(stim_ids) and stim_ids[-1] >= brick.shape[0]:
+                raise DataFormatError(
+                    path, f"imgBrick has {brick.shape[0]} rows, need id {stim_ids[-1]}", _REDOWNLOAD
+                )
+            for start in range(0, len(stim_ids), batch):
+                yield brick[stim_ids[start : start + batch]]
 
 
 def read_coco(
@@ -319,9 +324,9 @@ def read_coco(
     has_categories = True
     for coco_split in sorted(rows["cocoSplit"].astype(str).unique()):
         wanted = set(rows.loc[rows["cocoSplit"] == coco_split, "cocoId"].astype(int))
-        document = json.loads(
-            require(layout, layout.coco("captions", coco_split)).read_text(encoding="utf-8")
-        )
+        captions_path = require(layout, layout.coco("captions", coco_split))
+        with reading(captions_path, _REDOWNLOAD):
+            document = json.loads(captions_path.read_text(encoding="utf-8"))
         for ann in sorted(document["annotations"], key=lambda a: a["id"]):
             if ann["image_id"] in wanted:
                 captions.setdefault(ann["image_id"], []).append(str(ann["caption"]).strip())
@@ -329,7 +334,8 @@ def read_coco(
         if not instances_path.is_file():
             has_categories = False
             continue
-        document = json.loads(instances_path.read_text(encoding="utf-8"))
+        with reading(instances_path, _REDOWNLOAD):
+            document = json.loads(instances_path.read_text(encoding="utf-8"))
         names = {c["id"]: c["name"] for c in document["categories"]}
         anns = [a for a in document["annotations"] if a["image_id"] in wanted]
         for ann in sorted(anns, key=lambda a: (-float(a.get("area", 0.0)), a["id"])):
