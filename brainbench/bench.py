@@ -24,7 +24,7 @@ from brainbench.data.datamodule import FMRIDataModule
 from brainbench.data.manifest import Manifest
 from brainbench.data.preparation import home_lock
 from brainbench.data.registry import DATASETS, get_dataset
-from brainbench.errors import BrainbenchError, DataFormatError, MissingFileError, RunInterrupted
+from brainbench.errors import BrainbenchError, DataFormatError, MissingFileError, RunInterrupted, reading
 from brainbench.eval.evaluator import EvalResult
 from brainbench.eval.scoring import evaluate_test_split
 from brainbench.generators.run import generate_images
@@ -189,17 +189,19 @@ def append_result(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RESULT_FILE
     if not path.is_file():
         raise MissingFileError(path, "finish the run first (`brainbench bench ... --resume latest`)")
-    result = json.loads(path.read_text())
+    with reading(path, f"rerun it (`brainbench bench ... --resume {run_dir.name}`) to write it again"):
+        result = json.loads(path.read_text(encoding="utf-8"))
+        leaderboard, row = result["leaderboard"], dict(result["row"])
     try:
-        append_row(result["leaderboard"], result["row"])
+        append_row(leaderboard, row)
     except BrainbenchError as error:
         raise DataFormatError(
-            result["leaderboard"],
+            leaderboard,
             f"the row of run {run_dir.name} was not appended ({error})",
             f"the model and result are kept in {run_dir}; after repairing the CSV run "
             f"`brainbench leaderboard append {run_dir}`",
         ) from error
-    return dict(result["row"])
+    return row
 
 
 def open_run_folder(request: BenchRequest, config: dict[str, Any]) -> RunFolder:

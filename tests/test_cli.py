@@ -1,9 +1,7 @@
 """The ``brainbench`` command line: listing, and clean exit code 2 with a message on user errors."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from raw_fixtures import fixture_module
 
 from brainbench import __version__
 from brainbench.backbones.networks import list_networks
@@ -14,17 +12,7 @@ from brainbench.methods import list_methods
 from brainbench.metrics.preprocess import list_chains
 from brainbench.world.config import WORLD_PRESETS
 
-
-def _fixture_module(name: str):
-    spec = importlib.util.spec_from_file_location(
-        f"{name}_make_fixture", Path(__file__).parent / f"data/{name}/make_fixture.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fx = _fixture_module("nsd")
+fx = fixture_module("nsd")
 
 
 def test_list(capsys):
@@ -147,7 +135,7 @@ def test_help_lists_the_commands():
     ],
 )
 def test_prepare_every_adapter_from_the_command_line(capsys, tmp_path, dataset, write, extra):
-    write(_fixture_module(dataset), tmp_path / "root")
+    write(fixture_module(dataset), tmp_path / "root")
     out = tmp_path / "prepared"
     args = ["prepare", dataset, "--root", str(tmp_path / "root"), "--subject", "1", "--out", str(out), *extra]
     assert main(args) == 0, capsys.readouterr().err

@@ -123,9 +123,11 @@ def config_path(method: str, name: str) -> Path:
 def read_yaml(path: Path) -> dict[str, Any]:
     """A config file as a mapping; bad YAML, an empty file or a non-mapping raise :class:`ConfigError`."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the config file ({error.strerror})") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({error.reason} at byte {error.start})") from error
     try:
         config = yaml.safe_load(text)
     except yaml.YAMLError as error:
