@@ -152,7 +152,12 @@ def run_bench(
         ),
         run_id=run.run_id,
     )
-    row = {**record.to_row(result.values), "config": config_name(config), "generator": generator}
+    row = {
+        **record.to_row(result.values),
+        "config": config_name(config),
+        "generator": generator,
+        "distributed": distributed_label(trainer, request.strategy),
+    }
     model.save_pretrained(run.path / "model")
     (run.path / RESULT_FILE).write_text(
         json.dumps(
@@ -202,6 +207,17 @@ def append_result(run_dir: Path) -> dict[str, Any]:
             f"`brainbench leaderboard append {run_dir}`",
         ) from error
     return row
+
+
+def distributed_label(trainer: L.Trainer, strategy: str) -> str:
+    """``<strategy>:<nodes>x<devices>`` for a multi-process run, blank for one process.
+
+    The leaderboard keeps rows apart by it, so a DDP row never replaces (or averages with) a single-process
+    row of the same seed.
+    """
+    if trainer.world_size == 1:
+        return ""
+    return f"{strategy}:{trainer.num_nodes}x{trainer.num_devices}"
 
 
 def open_run_folder(request: BenchRequest, config: dict[str, Any]) -> RunFolder:

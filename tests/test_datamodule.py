@@ -425,3 +425,26 @@ def test_pixel_targets_are_the_resized_stimuli(prepared, tmp_path):
     torch.testing.assert_close(batch["pixels:4"][0], expected, atol=1e-3, rtol=0)  # float16 storage
     with pytest.raises(ConfigError, match="must look like pixels:<pixels>"):
         make_datamodule(directory, targets=("pixels:big",)).prepare_data(progress=False)
+
+
+def test_a_closed_form_method_sums_every_sample_once_across_ranks():
+    """``every_sample_once``: 11 trials on 2 ranks are 6 + 5, every trial on exactly one rank, every epoch."""
+    n = 11
+    ranks = [
+        InMemoryTrainingSet(
+            torch.arange(float(n))[:, None],
+            torch.arange(n),
+            torch.ones(n, dtype=torch.int64),
+            lambda s: {},
+            4,
+            7,
+            rank=rank,
+            world_size=2,
+            every_sample_once=True,
+        )
+        for rank in range(2)
+    ]
+    assert [r.samples_per_rank() for r in ranks] == [6, 5] and [len(r) for r in ranks] == [2, 2]
+    for _ in range(2):
+        seen = [[i for b in r for i in b["stim_id"].tolist()] for r in ranks]
+        assert sorted(seen[0] + seen[1]) == list(range(n))

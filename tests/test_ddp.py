@@ -95,6 +95,7 @@ def test_ridge_ddp_matches_single_process(single: dict) -> None:
     assert float(ddp_model["alpha"]) == float(one_model["alpha"])
     torch.testing.assert_close(ddp_model["weight"], one_model["weight"], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(ddp_model["bias"], one_model["bias"], rtol=1e-4, atol=1e-5)
+    assert row["distributed"] == "ddp:1x2" and single["row"]["distributed"] == ""
     table = pd.read_csv(tmp / "leaderboards" / "world-nsd" / "retrieval.csv")
     assert list(table["method"]) == ["ridge"] and int(table["n_train_samples"].iloc[0]) == 336
 

@@ -169,6 +169,15 @@ def test_a_seed_run_again_replaces_its_earlier_row(boards):
     assert math.isclose(retrieval[ridge].values[0], 0.4)  # seeds 0 (0.2) and 1 (latest: 0.6), not 0.2/0.4/0.6
 
 
+def test_a_ddp_row_never_replaces_the_single_process_row_of_its_seed(boards):
+    ddp = {**record("r3", seed=1).to_row({B2I: 0.9}), "distributed": "ddp:1x2"}
+    append_row(boards / "world-nsd" / "retrieval.csv", ddp)
+    retrieval = _rows(_table(build_sections(load_leaderboards(boards))[0], "retrieval"))
+    single = ("ridge", "1", "subj01", "world-clip:v1", "", "none", "2")
+    assert math.isclose(retrieval[single].values[0], 0.3)  # seeds 0 and 1, untouched by the DDP run
+    assert retrieval[("ridge", "1", "subj01", "world-clip:v1", "ddp:1x2", "none", "1")].values[0] == 0.9
+
+
 def test_markdown_has_arrows_bold_chance_and_separate_reported_section(boards):
     text = render_markdown(build_sections(load_leaderboards(boards)))
     assert "## world-nsd · retrieval\n" in text and "## world-nsd · retrieval (as reported)" in text

@@ -274,7 +274,17 @@ class FMRIDataModule(L.LightningDataModule):
             epoch=lambda: None if self.trainer is None else int(self.trainer.current_epoch),
             rank=rank,
             world_size=world_size,
+            every_sample_once=self.every_sample_once(),
         )
+
+    def every_sample_once(self) -> bool:
+        """Whether the trained module sums the training split once (``DecoderModule.every_sample_once``).
+
+        Then every rank keeps its whole slice of the training split, and a 2-process DDP run sums exactly
+        the single-process statistics (a rank holding one sample more steps one batch more).
+        """
+        module = None if self.trainer is None else getattr(self.trainer, "lightning_module", None)
+        return bool(getattr(module, "every_sample_once", False))
 
     def _rank_and_world_size(self) -> tuple[int, int]:
         if self.trainer is None:
@@ -303,7 +313,7 @@ class FMRIDataModule(L.LightningDataModule):
         n = self.split_size(split)
         if world_size == 1:
             return n
-        if shuffle:
+        if shuffle and not self.every_sample_once():
             return n // world_size
         return len(range(rank, n, world_size))
 

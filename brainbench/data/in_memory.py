@@ -34,6 +34,8 @@ class InMemoryTrainingSet(IterableDataset):
         epoch: the current epoch (the trainer's, so a resumed run continues the same sequence of orders);
             ``None`` counts this dataset's own passes.
         rank, world_size: this process's slice of every epoch.
+        every_sample_once: keep the whole slice, so ranks may differ by one sample (closed-form methods);
+            by default every rank keeps ``N // world_size`` samples, so ranks step equally (gradient sync).
     """
 
     def __init__(
@@ -47,18 +49,22 @@ class InMemoryTrainingSet(IterableDataset):
         epoch: Callable[[], int | None] = lambda: None,
         rank: int = 0,
         world_size: int = 1,
+        every_sample_once: bool = False,
     ) -> None:
         super().__init__()
         self.voxels, self.stim_ids, self.subjects = voxels, stim_ids, subjects
         self.targets = targets
         self.batch_size, self.seed, self.epoch = batch_size, seed, epoch
         self.rank, self.world_size = rank, world_size
+        self.every_sample_once = every_sample_once
         self._passes = 0
 
     def samples_per_rank(self) -> int:
         """Trials this rank sees per epoch."""
         n = len(self.stim_ids)
-        return n if self.world_size == 1 else n // self.world_size
+        if self.world_size == 1:
+            return n
+        return len(range(self.rank, n, self.world_size)) if self.every_sample_once else n // self.world_size
 
     def __len__(self) -> int:
         """Batches per epoch (the last one may be partial)."""

@@ -185,8 +185,17 @@ class BoardSection:
 
 
 # ``config`` and ``generator`` keep ablations (another config, another generator) in rows of their own
-_EVALUATED_LABELS = ("method", "method_version", "config", "subject", "backbone", "generator", "postprocess")
-_OPTIONAL_LABELS = ("config", "generator")  # shown only in sections where some row has them
+_EVALUATED_LABELS = (
+    "method",
+    "method_version",
+    "config",
+    "subject",
+    "backbone",
+    "generator",
+    "distributed",
+    "postprocess",
+)
+_OPTIONAL_LABELS = ("config", "generator", "distributed")  # shown only in sections where some row has them
 _REPORTED_LABELS = ("method", "subject", "split", "postprocess", "source", "page")
 
 

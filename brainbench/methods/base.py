@@ -96,6 +96,10 @@ class DecoderModule(L.LightningModule):
     #: constructor arguments that determine :meth:`pretrain`'s weights (``None``: all of them); the cache key
     #: of pre-trained weights uses only these (:func:`brainbench.pretraining.pretrain_cache_dir`)
     pretrain_args: ClassVar[tuple[str, ...] | None] = None
+    #: the training split summed once, as closed-form methods do: under DDP each rank then reads every sample
+    #: of its slice, ranks may step different numbers of batches (such methods run no per-step collective),
+    #: and the sums equal the single-process ones (:meth:`FMRIDataModule.every_sample_once`)
+    every_sample_once: ClassVar[bool] = False
 
     def __init__(self, n_voxels: int, target_shapes: dict[str, tuple[int, ...]]) -> None:
         super().__init__()

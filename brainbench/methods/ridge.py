@@ -42,6 +42,7 @@ class RidgeDecoder(DecoderModule):
     """
 
     method_id = "ridge"
+    every_sample_once = True  # the sufficient statistics must sum every training sample, as in one process
     method_version = "2"  # v2: validation (alpha choice) on repeat-averaged val images, as the test is scored
     paper = "ridge regression baseline (Hoerl & Kennard 1970; as used by Ozcelik & VanRullen 2023, MindEye)"
     fidelity = "standard closed-form ridge with validation-selected alpha; no paper-specific tricks"
