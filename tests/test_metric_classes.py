@@ -141,7 +141,7 @@ CASES: dict[str, tuple[Callable[[], SpecMetric], Callable[[], Inputs], Callable[
         lambda x: float(ssim(*x, chain="native")),
     ),
     "psnr": (
-        lambda: build_metric("psnr_native@v1"),
+        lambda: build_metric("psnr_native@v2"),
         lambda: _images(7, 6),
         lambda x: float(psnr_per_image(*x).mean()),
     ),
@@ -275,7 +275,7 @@ def test_every_registered_family_builds_from_an_id_and_round_trips() -> None:
         "zeroshot_svc": "zeroshot_svc_top5_6way/x.clip_tokens_cls@v1",
         "pixcorr": "pixcorr_mindeye@v1",
         "ssim": "ssim_braindiffuser_columns@v1",
-        "psnr": "psnr_native@v1",
+        "psnr": "psnr_native@v2",
         "corrdist": "corrdist/swav@v1",
         "fid": "fid/world-clip:v1/clip_image@v1",
         "frame_ssim": "frame_ssim_neurons@v1",

@@ -45,7 +45,9 @@ columns; ≥ 0.20 (MindEye1 pins 0.20.0, MindEye2 0.22.0) silently ignores the a
 ending ``_columns``), to reproduce Brain-Diffuser's published SSIM. MindEye's own pipeline also runs the SSIM
 in float32 (its tensors are float32 and ``rgb2gray`` keeps the dtype); ours is float64.
 
-**PSNR**: ``10 log10(L² / MSE)`` per image over the 3·S² RGB values, ``L = 1``; ``inf`` for identical images.
+**PSNR**: ``10 log10(L² / MSE)`` per image over the 3·S² RGB values, ``L = 1``; the MSE is floored at one
+grey level in one value, ``(1/255)² / (3·S²)`` (v2; v1 gave ``inf`` for identical images, which made the
+column mean ``inf``), as the video metric ``frame_psnr`` does.
 
 Speed (this machine: 2 CPU cores shared with other jobs, load average 4-5, ``torch.set_num_threads(1)``,
 torch 2.14.1, float64; 1000 random image pairs given as 256-px uint8): ``chain="native"`` PixCorr 1.8 s,
@@ -92,7 +94,7 @@ SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 DATA_RANGE = 1.0
-_REVISION = {"pixcorr": 0, "ssim": 0, "psnr": 0}
+_REVISION = {"pixcorr": 0, "ssim": 0, "psnr": 1}
 """Per-metric revision of the equation; spec version = chain version + revision, so either change bumps it."""
 
 
@@ -308,14 +310,15 @@ def psnr_per_image(
         block_size: images preprocessed and scored at once.
 
     Returns:
-        ``(N,)`` float64 decibels; ``inf`` where the images are identical.
+        ``(N,)`` float64 decibels, finite: the MSE is floored at one grey level in one value.
     """
     return torch.cat([_psnr_block(block) for block in chained_blocks(pred, target, chain, block_size)])
 
 
 def _psnr_block(block: ChainedPairs) -> Tensor:
     mse = (block.pred - block.target).square().mean(dim=(1, 2, 3))
-    return (10.0 * torch.log10(DATA_RANGE**2 / mse)).cpu()
+    floor = (DATA_RANGE / 255.0) ** 2 / block.pred[0].numel()
+    return (10.0 * torch.log10(DATA_RANGE**2 / mse.clamp_min(floor))).cpu()
 
 
 def pixcorr(pred: ImageBatch, target: ImageBatch, *, chain: str | ResolutionChain = "brainbench") -> Tensor:
@@ -369,9 +372,9 @@ def ssim_spec(chain: str | ResolutionChain = "brainbench", *, layout: SSIMLayout
 
 
 def psnr_spec(chain: str | ResolutionChain = "native") -> MetricSpec:
-    """Spec of the PSNR column: ``psnr_native@v1`` by default."""
+    """Spec of the PSNR column: ``psnr_native@v2`` by default."""
     chain = get_chain(chain)
-    params = {**chain.params(), "data_range": DATA_RANGE, "colour": "rgb", "identical": "inf"}
+    params = {**chain.params(), "data_range": DATA_RANGE, "colour": "rgb", "identical": "floor"}
     description = f"PSNR in dB over RGB in [0, 1], mean over images, chain {chain.id}"
     return MetricSpec(f"psnr{chain.suffix}", "", chain.version + _REVISION["psnr"], True, params, description)
 
@@ -465,7 +468,7 @@ class SSIM(_PerImageMean):
 
 
 class PSNR(_PerImageMean):
-    """Torchmetrics form of :func:`psnr_per_image` (mean over images; ``inf`` if any pair is identical)."""
+    """Torchmetrics form of :func:`psnr_per_image` (mean over images)."""
 
     metric = "psnr"
 

@@ -37,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -264,6 +265,11 @@ def check_images(images: Tensor | np.ndarray, what: str) -> Tensor:
             raise ValueError(
                 f"{what}: float images must lie in [0, 1], got [{low:.3g}, {high:.3g}]\n"
                 "  fix: rescale ([0, 255] → x/255, [-1, 1] → (x+1)/2) or pass uint8 (N, H, W, 3)"
+            )
+        if low < 0.0 or high > 1.0:
+            warnings.warn(
+                f"{what}: float images in [{low:.3g}, {high:.3g}] are clamped to [0, 1] before scoring",
+                stacklevel=2,
             )
     return tensor
 
