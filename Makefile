@@ -32,10 +32,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 # DEVICES=N (NODES=M) trains with DDP on N devices per node (M nodes; launch one `make bench` per node
 # through torchrun or srun, see README "Multi-GPU and multi-node").
+BENCH_ARGS = --method $(METHOD) --subject $(SUBJECT) $(if $(DATASET),--dataset $(DATASET)) \
+	$(if $(DATA_ROOT),--data-root $(DATA_ROOT)) \
+	$(if $(DEVICES),--devices $(DEVICES) --strategy ddp) $(if $(NODES),--num-nodes $(NODES)) $(ARGS)
+
 bench: setup
-	$(BIN)/brainbench bench --method $(METHOD) --subject $(SUBJECT) $(if $(DATASET),--dataset $(DATASET)) \
-		$(if $(DATA_ROOT),--data-root $(DATA_ROOT)) \
-		$(if $(DEVICES),--devices $(DEVICES) --strategy ddp) $(if $(NODES),--num-nodes $(NODES)) $(ARGS)
+	$(BIN)/brainbench bench $(strip $(BENCH_ARGS))
 
 # Speed tables (benchmarks/README.md): training step vs matmul peak and vs the loader, evaluator cost, shard
 # reading, and `make bench` wall time per method (every world config, about 20 min with the worlds cached;
