@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from brainbench.config import load_run_config
 from brainbench.data.datamodule import FMRIDataModule
 from brainbench.data.manifest import Manifest
 from brainbench.data.preparation import home_lock
-from brainbench.data.registry import DATASETS, get_dataset
+from brainbench.data.registry import DATASETS, leaderboard_task
 from brainbench.errors import BrainbenchError, DataFormatError, MissingFileError, RunInterrupted, reading
 from brainbench.eval.evaluator import EvalResult
 from brainbench.eval.scoring import evaluate_test_split
@@ -51,6 +53,8 @@ from brainbench.training import (
 
 __all__ = ["DATASETS", "BenchRequest", "run_bench", "format_summary"]
 
+PREDICTIONS_FILE = "predictions.safetensors"
+
 log = logging.getLogger("brainbench")
 
 
@@ -77,7 +81,7 @@ def run_bench(
         request, config = load_run_config(request)
     prepared = request.prepared_folder()
     manifest = Manifest.load(prepared)
-    csv_path = request.leaderboards / manifest.dataset / f"{get_dataset(request.dataset).task}.csv"
+    csv_path = leaderboard_csv(request.leaderboards, manifest)
     check_leaderboard(csv_path)  # a broken leaderboard fails now, not after training
     data_cfg = dict(config.get("data") or {})
     backbone = request.backbone or data_cfg.pop("backbone")
@@ -129,6 +133,8 @@ def run_bench(
     if trainer.global_rank != 0:  # DDP ranks other than 0 (Lightning's script launcher): rank 0 writes
         return {}, EvalResult()
     stim_ids = predictions.pop("stim_id").numpy()
+    if request.save_predictions:
+        save_predictions(run.path / PREDICTIONS_FILE, predictions, stim_ids)
     generator = generate_images(
         config, predictions, stim_ids, datamodule, backbone, run.path, request.seed, log.info
     )
@@ -237,12 +243,23 @@ def open_run_folder(request: BenchRequest, config: dict[str, Any]) -> RunFolder:
     )
 
 
-def format_summary(result: EvalResult, row: dict[str, Any], leaderboards: Path) -> str:
+def save_predictions(path: Path, predictions: dict[str, torch.Tensor], stim_ids: np.ndarray) -> None:
+    """The embeddings a row is scored on, by name, plus ``stim_id``: the ``brainbench evaluate`` format."""
+    tensors = {name: value.contiguous() for name, value in predictions.items() if value.is_floating_point()}
+    save_file({**tensors, "stim_id": torch.from_numpy(np.ascontiguousarray(stim_ids))}, str(path))
+
+
+def leaderboard_csv(leaderboards: Path, manifest: Manifest) -> Path:
+    """``<leaderboards>/<dataset>/<task>.csv``, the file a run on this prepared folder appends to."""
+    return Path(leaderboards) / manifest.dataset / f"{leaderboard_task(manifest)}.csv"
+
+
+def format_summary(result: EvalResult, row: dict[str, Any], csv_path: Path) -> str:
     """A short table of the headline numbers (top-1 and 2-way) with their chance levels."""
     lines = [
         f"\n{row['method']} on {row['dataset']} {row['dataset_version']} {row['subject']} "
         f"({row['split']}): trained in {row['train_seconds']:.0f}s, run {row['run_id']}",
-        f"row appended to {leaderboards / str(row['dataset']) / get_dataset(str(row['dataset'])).task}.csv",
+        f"row appended to {csv_path}",
         f"{'metric':<72} {'value':>8} {'chance':>8} {'x chance':>9}",
     ]
     for key in sorted(result.values):

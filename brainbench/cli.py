@@ -152,6 +152,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="train + evaluate one method on one subject, append a leaderboard row (options: bench --help)",
         add_help=False,
     )
+    _add_evaluate(sub)
     desc = sub.add_parser("describe", help="build a method at a scale and print its size")
     desc.add_argument("method", help="method id (see `brainbench list`)")
     desc.add_argument("--scale", default="nsd", help="config name: nsd (real scale) or world")
@@ -165,6 +166,33 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     append.add_argument("run_dir", type=Path, help="the run folder, e.g. runs/20260101T120000Z-1a2b3c4d")
     return parser
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="score predictions made elsewhere (embeddings, reconstructions) as bench scores its own",
+        description="Score external predictions on a prepared folder's test split with bench's evaluator and "
+        "metric specs, and append a row marked source=external.",
+    )
+    evaluate.add_argument(
+        "--prepared", type=Path, required=True, help="prepared folder (brainbench prepare, or the contract)"
+    )
+    evaluate.add_argument(
+        "--predictions",
+        type=Path,
+        required=True,
+        help="a .safetensors (keyed by target, optional stim_id) or <target>.npy file, or a folder of them "
+        "and/or reconstructions named <stim_id>.png",
+    )
+    evaluate.add_argument("--method", required=True, help="your method's name (the row's method)")
+    evaluate.add_argument("--label", default="", help="the row's method_version: a paper, a commit, ...")
+    evaluate.add_argument(
+        "--backbone", default="world-clip:v1", help="embedding space of the predictions (world-clip:v1)"
+    )
+    evaluate.add_argument(
+        "--leaderboards", type=Path, default=Path("leaderboards"), help="leaderboard folder (leaderboards)"
+    )
 
 
 def _prepare(args: argparse.Namespace) -> typing.Any:  # noqa: ANN401
@@ -213,13 +241,15 @@ def _list() -> None:
 
 
 def _bench(argv: list[str]) -> None:
-    from brainbench.bench import format_summary, run_bench
+    from brainbench.bench import format_summary, leaderboard_csv, run_bench
     from brainbench.config import parse_bench_args
+    from brainbench.data.manifest import Manifest
 
     request, config = parse_bench_args(argv)
     row, result = run_bench(request, config=config)
     if row:  # ranks other than 0 of an externally launched DDP job return an empty row
-        print(format_summary(result, row, request.leaderboards))
+        csv_path = leaderboard_csv(request.leaderboards, Manifest.load(request.prepared_folder()))
+        print(format_summary(result, row, csv_path))
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -292,6 +322,20 @@ def _run(args: argparse.Namespace) -> None:
         print(f"appended run {row['run_id']} ({row['method']}, {row['dataset']} {row['subject']})")
     elif args.command == "list":
         _list()
+    elif args.command == "evaluate":
+        from brainbench.bench import format_summary, leaderboard_csv
+        from brainbench.data.manifest import Manifest
+        from brainbench.submission import evaluate_predictions
+
+        row, result = evaluate_predictions(
+            args.prepared,
+            args.predictions,
+            method=args.method,
+            backbone=args.backbone,
+            leaderboards=args.leaderboards,
+            label=args.label,
+        )
+        print(format_summary(result, row, leaderboard_csv(args.leaderboards, Manifest.load(args.prepared))))
 
 
 def one_line(error: BaseException) -> str:

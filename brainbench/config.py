@@ -36,6 +36,7 @@ import yaml
 from jsonargparse import ActionYesNo, ArgumentParser, Namespace
 
 from brainbench.data.datamodule import FMRIDataModule
+from brainbench.data.manifest import Manifest
 from brainbench.data.registry import DATASETS
 from brainbench.errors import ConfigError
 from brainbench.generators import GENERATORS
@@ -275,13 +276,31 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def with_prepared_identity(request: BenchRequest) -> BenchRequest:
+    """With ``--prepared``, the dataset and subject are those its manifest records.
+
+    Raises:
+        ConfigError: ``--dataset`` or ``--subject`` given and different from the manifest's.
+    """
+    if request.prepared is None:
+        return request
+    manifest = Manifest.load(request.prepared)
+    if request.dataset not in (None, manifest.dataset):
+        raise ConfigError(
+            f"--dataset {request.dataset} but {request.prepared} holds dataset {manifest.dataset!r}; "
+            "leave --dataset out with --prepared"
+        )
+    return replace(request, dataset=manifest.dataset, subject=manifest.subject)
+
+
 def config_file(request: BenchRequest) -> Path:
     """The method config a request names: ``--config NAME`` of the method, or a YAML path.
 
     The default name is ``world`` for the world datasets, else the dataset's name.
     """
     dataset = request.dataset or "world-nsd"
-    DATASETS.check(dataset)
+    if request.prepared is None:  # a prepared folder names its own dataset
+        DATASETS.check(dataset)
     name = request.config or ("world" if dataset.startswith("world") else dataset)
     if name.endswith((".yaml", ".yml")) or "/" in name:
         path = Path(name)
@@ -367,6 +386,7 @@ def load_run_config(
         ConfigError: one line naming the file (or the command line), the key and the valid keys.
     """
     METHODS.check(request.method)
+    request = with_prepared_identity(request)
     path = config_file(request)
     source = str(path)
     raw = read_yaml(path)

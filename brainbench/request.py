@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from brainbench.data.manifest import Manifest
 from brainbench.data.preparation import default_home, prepare_dataset
+from brainbench.errors import ConfigError
 from brainbench.training import LoggerKind, RunSettings
 
 
@@ -35,6 +37,9 @@ class BenchRequest:
         logger: experiment logger: ``csv``, ``tensorboard``, ``wandb`` or ``mlflow`` (the last two offline,
             with ``brainbench[tracking]``).
         data_root: root of a real dataset copy (required for the real datasets).
+        prepared: a prepared folder (``manifest.json``, shards, stimulus store: the output of ``brainbench
+            prepare`` or a folder written to the documented contract, ``docs/prepared-data.md``) to train and
+            score on instead of a registered dataset; its manifest gives the dataset, subject and leaderboard.
         world_preset: size of the embedded world (``small``; ``tiny`` for tests).
         backbone: overrides the config's backbone id.
         seed: global seed (data order, initialisation).
@@ -54,6 +59,8 @@ class BenchRequest:
         val_fraction: share of the training stimuli (images, GOD categories, CC2017 movies) held out for
             validation when the dataset is prepared; ``None`` keeps the adapter's default (5 %).
         progress: progress bars and messages.
+        save_predictions: also write the test predictions the row is scored on (embeddings, with their
+            ``stim_id``) to ``runs/<id>/predictions.safetensors``, the format ``brainbench evaluate`` reads.
     """
 
     method: str
@@ -61,6 +68,7 @@ class BenchRequest:
     dataset: str | None = None
     config: str | None = None
     data_root: Path | None = None
+    prepared: Path | None = None
     world_preset: str = "small"
     backbone: str | None = None
     seed: int = 0
@@ -79,9 +87,23 @@ class BenchRequest:
     resume: str | None = None
     logger: LoggerKind = "csv"
     progress: bool = True
+    save_predictions: bool = False
 
     def prepared_folder(self, subject: int | None = None) -> Path:
-        """The prepared shards of the request's dataset for ``subject`` (default: its own), made if needed."""
+        """The prepared shards of the request's dataset for ``subject`` (default: its own), made if needed.
+
+        Raises:
+            ConfigError: ``--prepared`` holds one subject and another one is asked for (pre-training).
+        """
+        if self.prepared is not None:
+            if subject not in (None, self.subject):
+                raise ConfigError(
+                    f"--prepared {self.prepared} holds subject {self.subject} only, and this method "
+                    f"pre-trains on subject {subject} too; pre-train on a registered dataset (--dataset), or "
+                    "use a config without a pretrain section"
+                )
+            Manifest.load(self.prepared)
+            return Path(self.prepared)
         return prepare_dataset(
             self.dataset or "world-nsd",
             self.subject if subject is None else subject,
@@ -113,6 +135,7 @@ class BenchRequest:
             "dataset": self.dataset,
             "config": config_name(config),
             "data_root": str(self.data_root) if self.data_root else None,
+            "prepared": str(Path(self.prepared).resolve()) if self.prepared else None,
             "world_preset": self.world_preset,
             "backbone": self.backbone,
             "seed": self.seed,

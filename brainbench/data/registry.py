@@ -115,6 +115,21 @@ def get_dataset(name: str) -> DatasetEntry:
     return DATASETS.load(name)
 
 
+def leaderboard_task(manifest: Manifest) -> str:
+    """The leaderboard (``leaderboards/<dataset>/<task>.csv``) a prepared folder's rows go to.
+
+    A registered dataset's task; for any other folder, what its manifest holds: ``zeroshot`` when it defines a
+    zero-shot task, ``video`` when its stimulus store has frames, else ``retrieval``.
+    """
+    if manifest.dataset in DATASETS.list():
+        return get_dataset(manifest.dataset).task
+    if manifest.zero_shot:
+        return "zeroshot"
+    if manifest.stimulus_store.get("has_frames"):
+        return "video"
+    return "retrieval"
+
+
 def _resolve(target: str) -> Callable[..., Any]:
     return import_target(target)  # type: ignore[return-value]
 

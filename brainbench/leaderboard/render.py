@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from brainbench.leaderboard.store import EVALUATED_SOURCE, read_leaderboard, read_reported
+from brainbench.leaderboard.store import EVALUATED_SOURCE, SCORED_SOURCES, read_leaderboard, read_reported
 from brainbench.metrics.specs import is_metric_id, parse_metric_id
 
 REPORTED_DIR = "reported"
@@ -194,6 +194,7 @@ _EVALUATED_LABELS = (
     "generator",
     "distributed",
     "postprocess",
+    "source",
 )
 _OPTIONAL_LABELS = ("config", "generator", "distributed")  # shown only in sections where some row has them
 _REPORTED_LABELS = ("method", "subject", "split", "postprocess", "source", "page")
@@ -256,6 +257,8 @@ def _section(rows: pd.DataFrame, key: dict[str, str], reported: bool, metric_ids
     labels = _REPORTED_LABELS if reported else _EVALUATED_LABELS
     rows = rows.assign(**{c: "" for c in labels if c not in rows.columns})
     labels = tuple(c for c in labels if c not in _OPTIONAL_LABELS or (rows[c] != "").any())
+    if not reported and (rows["source"] == EVALUATED_SOURCE).all():
+        labels = tuple(c for c in labels if c != "source")  # shown where external submissions sit beside runs
     if not reported:  # a seed run again replaces its earlier row: seeds average, repeats of one seed do not
         rows = rows.drop_duplicates(subset=[*labels, "seed"], keep="last")
     grouped = rows.groupby(list(labels), sort=True, dropna=False)
@@ -289,7 +292,7 @@ def build_sections(rows: pd.DataFrame) -> list[BoardSection]:
         return []
     metric_ids = [c for c in rows.columns if is_metric_id(c)]
     sections = []
-    evaluated = rows["source"] == EVALUATED_SOURCE
+    evaluated = rows["source"].isin(SCORED_SOURCES)
     for reported, keys in (
         (False, ["dataset", "task", "dataset_version", "split"]),
         (True, ["dataset", "task"]),

@@ -79,6 +79,9 @@ REPORTED_COLUMNS: tuple[str, ...] = (
 )
 """Columns of an as-reported CSV (``leaderboards/reported/<dataset>.csv``), before its metric ids."""
 EVALUATED_SOURCE = "brainbench"
+EXTERNAL_SOURCE = "external"
+"""Rows scored by brainbench's evaluator from predictions made elsewhere (``brainbench evaluate``)."""
+SCORED_SOURCES = (EVALUATED_SOURCE, EXTERNAL_SOURCE)
 NO_POSTPROCESS = "none"
 _STEP = r"[a-z][a-z0-9_]*(?::[A-Za-z0-9_.\-]+)*"
 _POSTPROCESS_RE = re.compile(rf"^(?:none|{_STEP}(?:\+{_STEP})*)$")
@@ -208,10 +211,11 @@ class RunRecord:
 
     def __post_init__(self) -> None:
         check_postprocess(self.postprocess)
-        if self.source != EVALUATED_SOURCE:
+        if self.source not in SCORED_SOURCES:
             raise ConfigError(
-                f"run {self.run_id!r} has source {self.source!r}\n  fix: a RunRecord is a brainbench "
-                "evaluation; put as-reported numbers in leaderboards/reported/<dataset>.csv"
+                f"run {self.run_id!r} has source {self.source!r}\n  fix: a RunRecord is scored by brainbench "
+                f"({' or '.join(SCORED_SOURCES)}); put as-reported numbers in "
+                "leaderboards/reported/<dataset>.csv"
             )
 
     @classmethod
@@ -299,10 +303,11 @@ def append_row(csv_path: str | Path, row: Mapping[str, object]) -> None:
             f"{csv_path}: the row has no run_id\n  fix: build rows with RunRecord.new(...).to_row()"
         )
     source = _cell(row.get("source")) or EVALUATED_SOURCE
-    if source != EVALUATED_SOURCE:
+    if source not in SCORED_SOURCES:
         raise ConfigError(
-            f"{csv_path}: row {run_id!r} has source {source!r}\n  fix: evaluated CSVs hold only "
-            "source=brainbench rows; put as-reported numbers in leaderboards/reported/<dataset>.csv"
+            f"{csv_path}: row {run_id!r} has source {source!r}\n  fix: evaluated CSVs hold only rows scored "
+            "by brainbench (source=brainbench or external); put as-reported numbers in "
+            "leaderboards/reported/<dataset>.csv"
         )
     check_postprocess(_cell(row.get("postprocess")) or NO_POSTPROCESS)
     new = pd.DataFrame([{str(k): _cell(v) for k, v in row.items()}], dtype=str)
