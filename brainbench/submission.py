@@ -43,7 +43,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _FIX = "write one row per test stimulus, in ascending stim_id order or with a stim_id entry"
 
 
-def test_stim_ids(prepared: Path, manifest: Manifest) -> np.ndarray:
+def scored_stim_ids(prepared: Path, manifest: Manifest) -> np.ndarray:
     """The test split's stimulus ids in the order ``bench`` scores them (ascending)."""
     return np.sort(np.array([sample.stim_id for sample in iter_split(prepared, manifest, "test")], np.int64))
 
@@ -170,7 +170,7 @@ def evaluate_predictions(
     manifest = Manifest.load(prepared)
     csv_path = Path(leaderboards) / manifest.dataset / f"{leaderboard_task(manifest)}.csv"
     check_leaderboard(csv_path)
-    stim_ids = test_stim_ids(prepared, manifest)
+    stim_ids = scored_stim_ids(prepared, manifest)
     predictions = load_predictions(predictions_path, stim_ids)
     embedding_names = [n for n in predictions if n not in ("images", "frames")]
     targets: dict[str, torch.Tensor] = {}
