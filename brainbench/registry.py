@@ -63,6 +63,7 @@ class Registry(Mapping[str, str | T], Generic[T]):
         self.kind = kind
         self.entry_point_group = entry_point_group
         self._entries: dict[str, str | T] = dict(entries or {})
+        self._built_in = frozenset(self._entries)
         self._plugins_read = entry_point_group is None
 
     def _read_plugins(self) -> None:
@@ -83,6 +84,10 @@ class Registry(Mapping[str, str | T], Generic[T]):
         if name in self._entries:
             raise ConfigError(f"{self.kind} {name!r} is registered already")
         self._entries[name] = target
+
+    def is_built_in(self, name: str) -> bool:
+        """Whether ``name`` was given when the registry was made (not by a plug-in or :meth:`register`)."""
+        return name in self._built_in
 
     def list(self) -> list[str]:
         """The registered ids, sorted."""

@@ -85,7 +85,9 @@ class PluginDecoder:
 def test_a_plugin_method_finds_its_configs_in_its_config_dir(tmp_path, monkeypatch):
     (tmp_path / "world.yaml").write_text("model:\n  init_args: {}\n")
     monkeypatch.setattr(PluginDecoder, "config_dir", tmp_path, raising=False)
-    monkeypatch.setattr("brainbench.methods.METHODS", Registry("method", {"plugin": PluginDecoder}))
+    plugins = Registry("method", {})
+    plugins.register("plugin", PluginDecoder)  # as an entry point adds it: not a built-in method
+    monkeypatch.setattr("brainbench.methods.METHODS", plugins)
     assert list_methods() == ["plugin"] and list_scales("plugin") == ["world"]
     with pytest.raises(ConfigError, match=r"world\.yaml: needs model\.class_path"):
         load_method_config("plugin", "world")

@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -194,3 +198,27 @@ def test_evaluate_refuses_predictions_in_another_space(contract_folder, tmp_path
     assert "'clip_tokens' rows have shape (3, 5)" in err and "--backbone" in err
     assert not (tmp_path / "lb" / "toy-brains" / "retrieval.csv").exists()
     assert json.loads((contract_folder / "manifest.json").read_text())["dataset"] == "toy-brains"
+
+
+# --- bring your own model: a method package outside brainbench, found through its entry point ----------
+
+PLUGIN = Path(__file__).parent / "plugin" / "brainbench-linear-probe"
+
+
+@pytest.mark.slow
+def test_a_plugin_method_package_is_installed_discovered_and_benched(contract_folder, tmp_path):
+    source, target = tmp_path / "source", tmp_path / "site"
+    shutil.copytree(PLUGIN, source)  # pip builds in place; keep tests/ clean
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*pip, "--target", str(target), str(source)], check=True, capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(Path(__file__).parents[1])])}
+    brainbench = [sys.executable, "-m", "brainbench.cli"]
+    listed = subprocess.run([*brainbench, "list"], env=env, capture_output=True, text=True, check=True)
+    assert re.search(r"method linearprobe +configs: world", listed.stdout), listed.stdout
+    args = _bench(tmp_path, contract_folder)
+    args[args.index("ridge")] = "linearprobe"
+    run = subprocess.run([*brainbench, *args], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    table = read_leaderboard(tmp_path / "leaderboards" / "toy-brains" / "retrieval.csv")
+    assert list(table["method"]) == ["linearprobe"]
+    assert table["identification_2way/world-clip:v1.clip_image@v1"].iloc[0] > 0.55  # it learned (chance .5)

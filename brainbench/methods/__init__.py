@@ -43,7 +43,6 @@ METHODS: Registry[type] = Registry(
     },
     entry_point_group="brainbench.methods",
 )
-_BUILT_IN = frozenset(METHODS.list())
 
 #: constructor arguments the data supplies when the model is built (never written in a config)
 DATA_ARGS = ("n_voxels", "target_shapes", "rois")
@@ -92,7 +91,7 @@ def list_methods() -> list[str]:
 def config_dir(method: str) -> Path | None:
     """The folder of ``method``'s ``<name>.yaml`` configs (``None``: a plug-in without ``config_dir``)."""
     METHODS.check(method)
-    if method in _BUILT_IN:
+    if METHODS.is_built_in(method):
         return CONFIG_ROOT / method
     folder = getattr(METHODS.load(method), "config_dir", None)
     return None if folder is None else Path(folder)
