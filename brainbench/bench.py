@@ -33,6 +33,7 @@ from brainbench.generators.run import generate_images
 from brainbench.leaderboard.store import RunRecord, append_row, check_leaderboard
 from brainbench.methods import build_method
 from brainbench.methods.base import DecoderModule
+from brainbench.model_card import inference_record, write_model_card
 from brainbench.pretraining import run_pretraining
 from brainbench.progress import show_progress
 from brainbench.request import BenchRequest, config_name
@@ -165,6 +166,14 @@ def run_bench(
         "distributed": distributed_label(trainer, request.strategy),
     }
     model.save_pretrained(run.path / "model")
+    write_model_card(
+        run.path / "model",
+        row=row,
+        paper=model.paper,
+        fidelity=model.fidelity,
+        config=config,
+        inference=inference_record(manifest, backbone, datamodule.target_shapes(), generator),
+    )
     (run.path / RESULT_FILE).write_text(
         json.dumps(
             {

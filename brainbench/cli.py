@@ -153,6 +153,18 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         add_help=False,
     )
     _add_evaluate(sub)
+    predict = sub.add_parser(
+        "predict",
+        help="predict with a saved model (runs/<id>/model) on a prepared split or a .npy of voxels",
+    )
+    predict.add_argument("--model", type=Path, required=True, help="a saved model folder: runs/<id>/model")
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prepared", type=Path, help="prepared folder; predicts its --split (test)")
+    source.add_argument("--voxels", type=Path, help=".npy of (N, V) voxels preprocessed as in training")
+    predict.add_argument("--split", default="test", help="split of --prepared (test: repeat averages)")
+    predict.add_argument(
+        "--out", type=Path, default=Path("predictions.safetensors"), help="output .safetensors file"
+    )
     desc = sub.add_parser("describe", help="build a method at a scale and print its size")
     desc.add_argument("method", help="method id (see `brainbench list`)")
     desc.add_argument("--scale", default="nsd", help="config name: nsd (real scale) or world")
@@ -322,6 +334,14 @@ def _run(args: argparse.Namespace) -> None:
         print(f"appended run {row['run_id']} ({row['method']}, {row['dataset']} {row['subject']})")
     elif args.command == "list":
         _list()
+    elif args.command == "predict":
+        from brainbench.predict import predict
+
+        predictions = predict(
+            args.model, args.out, prepared=args.prepared, voxels=args.voxels, split=args.split
+        )
+        shapes = {name: tuple(value.shape) for name, value in predictions.items()}
+        print(f"wrote {args.out}: {shapes}")
     elif args.command == "evaluate":
         from brainbench.bench import format_summary, leaderboard_csv
         from brainbench.data.manifest import Manifest

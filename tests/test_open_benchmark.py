@@ -100,6 +100,21 @@ def test_bench_on_the_contract_then_evaluate_its_saved_predictions_gives_the_sam
     for metric in metrics:
         assert table[metric].iloc[1] == pytest.approx(table[metric].iloc[0], abs=1e-6), metric
     assert table[metrics].iloc[0].max() > 0.5  # the toy brain is decodable: the numbers mean something
+    # the saved model: a card, what inference needs, and predict reproduces the scored predictions
+    card = (run_dir / "model" / "README.md").read_text()
+    assert "ridge v2 on toy-brains subj01" in card and "world-clip:v1" in card and run_dir.name in card
+    inference = json.loads((run_dir / "model" / "inference.json").read_text())
+    assert inference["backbone"] == "world-clip:v1" and inference["n_voxels"] == 300
+    out = tmp_path / "predicted.safetensors"
+    model = str(run_dir / "model")
+    assert main(["predict", "--model", model, "--prepared", str(contract_folder), "--out", str(out)]) == 0
+    again = load_file(out)
+    assert torch.equal(again["stim_id"], saved["stim_id"])
+    torch.testing.assert_close(again["clip_tokens"], saved["clip_tokens"], rtol=0, atol=1e-5)
+    voxels = tmp_path / "voxels.npy"
+    np.save(voxels, np.zeros((2, 300), np.float32))
+    assert main(["predict", "--model", model, "--voxels", str(voxels), "--out", str(out)]) == 0
+    assert load_file(out)["clip_tokens"].shape == (2, 65, 128)
 
 
 @pytest.mark.slow
@@ -222,3 +237,19 @@ def test_a_plugin_method_package_is_installed_discovered_and_benched(contract_fo
     table = read_leaderboard(tmp_path / "leaderboards" / "toy-brains" / "retrieval.csv")
     assert list(table["method"]) == ["linearprobe"]
     assert table["identification_2way/world-clip:v1.clip_image@v1"].iloc[0] > 0.55  # it learned (chance .5)
+
+
+def test_a_saved_model_naming_an_unregistered_class_is_refused_unimported(tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    record = {"class_path": "os.system", "method_id": "ridge", "init_args": {"n_voxels": 3}}
+    (model_dir / "decoder.json").write_text(json.dumps(record))
+    save_file({"weight": torch.zeros(1)}, str(model_dir / "decoder.safetensors"))
+    np.save(tmp_path / "v.npy", np.zeros((1, 3), np.float32))
+    out = str(tmp_path / "out.safetensors")
+    args = ["predict", "--model", str(model_dir), "--voxels", str(tmp_path / "v.npy"), "--out", out]
+    assert main(args) == 2
+    assert "os.system" in capsys.readouterr().err
+    (model_dir / "decoder.json").write_text('{"class_path": ')
+    assert main(args) == 2
+    assert "decoder.json" in capsys.readouterr().err

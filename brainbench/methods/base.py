@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from brainbench.errors import ConfigError, MissingFileError
+from brainbench.errors import ConfigError, MissingFileError, reading
 from brainbench.metrics.trials import SingleTrialRetrieval
 
 CONFIG_FILE = "decoder.json"
@@ -258,10 +258,13 @@ class DecoderModule(L.LightningModule):
                 raise MissingFileError(
                     path, "pass a run folder written by `brainbench bench` (runs/<run id>/model)"
                 )
-        record = json.loads(config_path.read_text())
-        if record["method_id"] != cls.method_id and cls is not DecoderModule:
-            raise ConfigError(f"{directory} holds a {record['method_id']} decoder, not {cls.method_id}")
-        saved_voxels = int(record["init_args"]["n_voxels"])
+        with reading(config_path, "pass a model folder saved by `brainbench bench` (runs/<run id>/model)"):
+            record = json.loads(config_path.read_text())
+            method_id, class_path = str(record["method_id"]), str(record["class_path"])
+            init_args = dict(record["init_args"])
+            saved_voxels = int(init_args["n_voxels"])
+        if method_id != cls.method_id and cls is not DecoderModule:
+            raise ConfigError(f"{directory} holds a {method_id} decoder, not {cls.method_id}")
         if n_voxels is not None and saved_voxels != n_voxels:
             raise ConfigError(
                 f"{weights_path} was trained on {saved_voxels} voxels but the data has {n_voxels}: "
@@ -269,7 +272,7 @@ class DecoderModule(L.LightningModule):
             )
         from brainbench.methods import resolve_class
 
-        model_cls = resolve_class(record["class_path"])
-        model = model_cls(**record["init_args"])
-        model.load_state_dict(load_file(weights_path))
+        model = resolve_class(class_path)(**init_args)
+        with reading(weights_path, "weights and decoder.json must come from one `brainbench bench` run"):
+            model.load_state_dict(load_file(weights_path))
         return model.eval()
