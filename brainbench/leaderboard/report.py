@@ -238,7 +238,7 @@ def headline_html(table: HeadlineTable) -> str:
         cells = [f"<td class='label'>{_breakable(label)}</td>" for label in row.labels]
         for value, best in zip(row.values, row.best, strict=True):
             text = _e(format_value(value))
-            sort_key = "" if math.isnan(value) else repr(value)
+            sort_key = "" if math.isnan(value) else repr(value).replace("inf", "Infinity")  # JS parseFloat
             inner = f"<strong>{text}</strong>" if best else text
             cells.append(f"<td data-v='{sort_key}'>{inner}</td>")
         lines.append("<tr>" + "".join(cells) + "</tr>")
