@@ -242,7 +242,7 @@ def test_reported_and_postprocess_validation(tmp_path):
         append_row(csv, {**record("a").to_row(), "source": "paper:arXiv:1234"})
     with pytest.raises(ConfigError, match="postprocess flag"):
         record("b", postprocess="blend 0.5")
-    with pytest.raises(ConfigError, match="RunRecord is a brainbench evaluation"):
+    with pytest.raises(ConfigError, match="RunRecord is scored by brainbench"):
         record("c", source="paper:x")
     assert not csv.exists()
     bad = tmp_path / "reported.csv"
