@@ -119,12 +119,16 @@ def _chromium(*args, cwd):
     )
 
 
-def test_report_renders_in_headless_chromium(fixture_dirs, tmp_path):
+def _require_chromium() -> None:
     if not Path(CHROMIUM).is_file():
         pytest.fail(
             f"{CHROMIUM} not found: the HTML report test needs headless Chromium.\n"
             "  fix: apt-get install -y chromium  (CI's .ci/run installs it)"
         )
+
+
+def test_report_renders_in_headless_chromium(fixture_dirs, tmp_path):
+    _require_chromium()
     boards, runs = fixture_dirs
     index = build_report(boards, runs, tmp_path / "report")
     url = index.resolve().as_uri()
@@ -238,11 +242,7 @@ window.addEventListener('load', function () {
 
 
 def test_report_stays_readable_with_100_rows_and_40_metrics(hundred_rows, tmp_path):
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(
-            f"{CHROMIUM} not found: the HTML report test needs headless Chromium.\n"
-            "  fix: apt-get install -y chromium  (CI's .ci/run installs it)"
-        )
+    _require_chromium()
     boards, ids = hundred_rows
     index = build_report(boards, tmp_path / "no-runs", tmp_path / "report")
     page = index.read_text()
