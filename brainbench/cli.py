@@ -1,4 +1,4 @@
-"""The ``brainbench`` command line: world, prepare, bench, describe, list.
+"""The ``brainbench`` command line: world, prepare, bench, describe, list, leaderboard, push-model, ...
 
 ``bench`` is parsed by :func:`brainbench.config.parse_bench_args` (jsonargparse: request options, the method
 config, ``--section.key=value`` overrides, ``--print-config``); the other commands use argparse, with the
@@ -33,6 +33,10 @@ EXAMPLES = """examples:
   brainbench world generate --preset small --subjects 1 2 5 7
   brainbench describe litemind --scale nsd
   brainbench list
+  brainbench leaderboard merge other-machine/retrieval.csv --into leaderboards/world-nsd/retrieval.csv
+  brainbench leaderboard render && brainbench leaderboard report
+  BRAINBENCH_OFFLINE=0 brainbench leaderboard push --repo user/brainbench-results
+  BRAINBENCH_OFFLINE=0 brainbench push-model runs/<run id>/model --repo user/litemind-subj01
 
 errors print one line (the file or key, the problem, the fix) and exit 2; add --debug for the traceback.
 """
@@ -171,13 +175,46 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     sub.add_parser(
         "list", help="every registry: methods and their configs, datasets, adapters, generators, ..."
     )
-    board = sub.add_parser("leaderboard", help="leaderboard CSVs: file a finished run's row")
+    board = sub.add_parser(
+        "leaderboard", help="leaderboard CSVs: file a run's row, merge, render, report, push to the Hub"
+    )
     board_sub = board.add_subparsers(dest="leaderboard_command", required=True)
     append = board_sub.add_parser(
         "append", help="append the row of a finished run (runs/<id>/result.json) whose append failed"
     )
     append.add_argument("run_dir", type=Path, help="the run folder, e.g. runs/20260101T120000Z-1a2b3c4d")
+    merge = board_sub.add_parser(
+        "merge", help="union CSVs written on other machines into one, by run id (conflicting rows refused)"
+    )
+    merge.add_argument("sources", type=Path, nargs="+", help="leaderboard CSVs to merge in")
+    merge.add_argument("--into", type=Path, required=True, help="the destination CSV (created if absent)")
+    for name, text in RENDERERS.items():
+        board_sub.add_parser(name, help=text, add_help=False)
+    push = board_sub.add_parser(
+        "push", help="upload leaderboards/**/*.csv + Parquet copies to a HF dataset (needs BRAINBENCH_OFFLINE=0)"
+    )
+    push.add_argument("--leaderboards", type=Path, default=Path("leaderboards"), help="default: leaderboards")
+    _add_hub_options(push, "dataset")
+    model = sub.add_parser(
+        "push-model", help="upload a run's model folder to a HF model repo (needs BRAINBENCH_OFFLINE=0)"
+    )
+    model.add_argument("model_dir", type=Path, help="the run's model folder, e.g. runs/<id>/model")
+    _add_hub_options(model, "model")
     return parser
+
+
+#: ``leaderboard`` subcommands that hand their options to a module's own ``main`` (``python -m`` works too)
+RENDERERS = {
+    "render": "leaderboards/README.md from the CSVs (options: leaderboard render --help)",
+    "report": "the static HTML report with plots and galleries (options: leaderboard report --help)",
+}
+
+
+def _add_hub_options(parser: argparse.ArgumentParser, repo_type: str) -> None:
+    parser.add_argument("--repo", required=True, help=f"the Hugging Face {repo_type} repo id, e.g. user/name")
+    parser.add_argument("--token", default=None, help="a write token (default: HF_TOKEN or `hf auth login`)")
+    parser.add_argument("--endpoint", default=None, help="hub URL (default: $HF_ENDPOINT or huggingface.co)")
+    parser.add_argument("--private", action="store_true", help="create the repo private if it is new")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -328,10 +365,14 @@ def _run(args: argparse.Namespace) -> None:
         )
         print(f"  paper:    {info['paper']}\n  fidelity: {info['fidelity']}")
     elif args.command == "leaderboard":
-        from brainbench.bench import append_result
+        _leaderboard(args)
+    elif args.command == "push-model":
+        from brainbench.leaderboard.publish import push_model
 
-        row = append_result(args.run_dir)
-        print(f"appended run {row['run_id']} ({row['method']}, {row['dataset']} {row['subject']})")
+        url, files = push_model(
+            args.model_dir, args.repo, token=args.token, endpoint=args.endpoint, private=args.private
+        )
+        print(f"pushed {len(files)} files of {args.model_dir} to model repo {args.repo}: {url}")
     elif args.command == "list":
         _list()
     elif args.command == "predict":
@@ -358,6 +399,36 @@ def _run(args: argparse.Namespace) -> None:
         print(format_summary(result, row, leaderboard_csv(args.leaderboards, Manifest.load(args.prepared))))
 
 
+def _leaderboard(args: argparse.Namespace) -> None:
+    if args.leaderboard_command == "append":
+        from brainbench.bench import append_result
+
+        row = append_result(args.run_dir)
+        print(f"appended run {row['run_id']} ({row['method']}, {row['dataset']} {row['subject']})")
+    elif args.leaderboard_command == "merge":
+        from brainbench.leaderboard.store import merge_rows
+
+        result = merge_rows(args.into, args.sources)
+        print(
+            f"merged {len(result.added)} new rows into {args.into} "
+            f"({result.already_there} identical rows were already there)"
+        )
+    elif args.leaderboard_command == "push":
+        from brainbench.leaderboard.publish import push_leaderboards
+
+        url, files = push_leaderboards(
+            args.leaderboards, args.repo, token=args.token, endpoint=args.endpoint, private=args.private
+        )
+        print(f"pushed {len(files)} files (CSV + Parquet) to dataset repo {args.repo}: {url}")
+
+
+def _render(command: str, argv: list[str]) -> None:
+    """``leaderboard render|report [options]``: the module's own ``main`` parses the options."""
+    import importlib
+
+    importlib.import_module(f"brainbench.leaderboard.{command}").main(argv)
+
+
 def one_line(error: BaseException) -> str:
     """An error's message on one line: ``<file>: <problem>; fix: <fix>``."""
     return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
@@ -375,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] == "bench":
             _bench(argv[1:])
+        elif argv[:1] == ["leaderboard"] and argv[1:2] and argv[1] in RENDERERS:
+            _render(argv[1], argv[2:])
         else:
             _run(build_parser(argv).parse_args(argv))
     except RunInterrupted as error:

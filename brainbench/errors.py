@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 
 class BrainbenchError(Exception):
@@ -61,3 +63,31 @@ def reading(path: str | Path, fix: str) -> Iterator[None]:
     except Exception as exc:  # every library has its own error types for a damaged file
         problem = f"damaged or truncated file ({type(exc).__name__}: {exc})"
         raise DataFormatError(path, problem, fix) from exc
+
+
+class MissingExtraError(BrainbenchError, ImportError):
+    """An optional part of brainbench is used but its extra is not installed."""
+
+    def __init__(self, module: str, extra: str, needed_for: str) -> None:
+        super().__init__(
+            f"{needed_for} needs the {module} package, which is not installed\n  fix: pip install "
+            f"'brainbench[{extra}]'"
+        )
+
+
+class PublishError(BrainbenchError):
+    """An upload to the Hugging Face Hub failed (network, token, permissions)."""
+
+
+def require_extra(module: str, extra: str, needed_for: str) -> ModuleType:
+    """``import module``, or a one-line :class:`MissingExtraError` naming ``pip install 'brainbench[extra]'``.
+
+    Example:
+        >>> av = require_extra("av", "video", "reading CC2017 movies")  # doctest: +SKIP
+    """
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] != module.split(".")[0]:
+            raise  # the package is there but one of its own imports failed: show that
+        raise MissingExtraError(module, extra, needed_for) from error

@@ -27,6 +27,7 @@ from torch import nn
 
 from brainbench.backbones.world_clip import WORLD_CLIP_ARCH, WORLD_CLIP_DIR, WORLD_CLIP_TAG, create_world_clip
 from brainbench.errors import ConfigError, MissingFileError
+from brainbench.offline import apply_offline
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ def load_backbone(backbone_id: str) -> ImageBackbone:
                 f"{arch} has no pretrained tag {tag!r}; "
                 f"known: {open_clip.list_pretrained_tags_by_model(arch)}"
             )
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        apply_offline()  # BRAINBENCH_OFFLINE (default on): local caches only
         try:
             model = open_clip.create_model(arch, pretrained=tag)
         except Exception as error:  # open_clip raises RuntimeError/OSError/HF errors when offline

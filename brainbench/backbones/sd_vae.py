@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from brainbench.errors import ConfigError, MissingFileError
+from brainbench.offline import apply_offline
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,9 @@ def resolve_model_dir(model: str) -> Path:
         return Path(model)
     is_repo_id = "/" in model and not model.startswith(("/", "."))
     if is_repo_id:
+        apply_offline()  # BRAINBENCH_OFFLINE (default on), before huggingface_hub reads its switch
         from huggingface_hub import snapshot_download
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
             return Path(snapshot_download(model, local_files_only=True))
         except Exception:  # noqa: BLE001 (LocalEntryNotFoundError, OfflineModeIsEnabled, ...: "not here")

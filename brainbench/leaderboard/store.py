@@ -41,7 +41,7 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 
-from brainbench.errors import ConfigError, DataFormatError
+from brainbench.errors import ConfigError, DataFormatError, MissingFileError
 from brainbench.metrics.specs import is_metric_id
 
 PROVENANCE_COLUMNS: tuple[str, ...] = (
@@ -320,20 +320,124 @@ def append_row(csv_path: str | Path, row: Mapping[str, object]) -> None:
             table = pd.concat([old, new], ignore_index=True)
         else:
             table = new
-        table = table.reindex(columns=_column_order(list(table.columns))).fillna("")
-        # mkstemp creates the file 0600: publish it world-readable (at least 0644, keeping any wider bits)
-        mode = (csv_path.stat().st_mode & 0o777 if csv_path.exists() else 0) | 0o644
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{csv_path.name}.", suffix=".tmp", dir=csv_path.parent)
-        try:
-            with os.fdopen(fd, "w", newline="") as handle:
-                table.to_csv(handle, index=False)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp_name, mode)
-            os.replace(tmp_name, csv_path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        _write_table(csv_path, table)
+
+
+def _write_table(csv_path: Path, table: pd.DataFrame) -> None:
+    """Writes ``table`` in the store's column order over ``csv_path`` atomically (the caller holds the lock)."""
+    table = table.reindex(columns=_column_order(list(table.columns))).fillna("")
+    # mkstemp creates the file 0600: publish it world-readable (at least 0644, keeping any wider bits)
+    mode = (csv_path.stat().st_mode & 0o777 if csv_path.exists() else 0) | 0o644
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{csv_path.name}.", suffix=".tmp", dir=csv_path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            table.to_csv(handle, index=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, mode)
+        os.replace(tmp_name, csv_path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+#: what a blank cell of these columns means (rows written before the columns existed)
+_BLANK_MEANS = {"postprocess": NO_POSTPROCESS, "source": EVALUATED_SOURCE}
+
+
+def _same_cell(column: str, left: str, right: str) -> bool:
+    """Whether two text cells say the same thing: equal text, equal numbers (``0.5`` and ``0.50``), or a
+    blank ``postprocess``/``source`` and its default."""
+    default = _BLANK_MEANS.get(column)
+    if default is not None:
+        left, right = left or default, right or default
+    if left == right:
+        return True
+    if not left or not right:
+        return False
+    try:
+        return float(left) == float(right)
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What :func:`merge_rows` did.
+
+    Attributes:
+        added: run ids appended to the destination, in source order.
+        already_there: rows of the sources identical to a row the destination (or an earlier source) holds.
+    """
+
+    added: tuple[str, ...]
+    already_there: int
+
+
+def merge_rows(dst: str | Path, sources: list[str | Path] | tuple[str | Path, ...]) -> MergeResult:
+    """Unions leaderboard CSVs written on other machines into ``dst`` by ``run_id``, under ``dst``'s lock.
+
+    Every source is read and checked like a leaderboard (:func:`check_leaderboard`); a row whose ``run_id``
+    is already there with the same cells (numbers compared as numbers) is kept once, new rows are appended,
+    and the result is written atomically in the store's column order (union of columns, blanks where a file
+    lacked a column). Nothing is written when any check fails.
+
+    Raises:
+        DataFormatError: a source (or ``dst``) that does not parse, a row without ``run_id`` or not evaluated
+            by brainbench, or the same ``run_id`` with a different cell in two files: the message names the
+            run id, both files and the differing columns.
+    """
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dst) + ".lock"):
+        frames: list[pd.DataFrame] = []
+        seen: dict[str, tuple[dict[str, str], Path]] = {}
+        added: list[str] = []
+        already = 0
+        if dst.is_file() and dst.stat().st_size > 0:
+            old = _read_text_table(dst)
+            frames.append(old)
+            for row in old.to_dict("records"):
+                seen.setdefault(row["run_id"], (row, dst))
+        for source in map(Path, sources):
+            if source.resolve() == dst.resolve():
+                continue
+            if not source.is_file():
+                raise MissingFileError(source, "pass leaderboard CSVs that exist (copied from the other machine)")
+            table = _read_text_table(source)
+            keep = []
+            for line, row in enumerate(table.to_dict("records"), start=2):
+                run_id = row["run_id"]
+                if not run_id:
+                    raise DataFormatError(source, f"line {line}: no run_id", "every row needs its run id")
+                if (row.get("source") or EVALUATED_SOURCE) != EVALUATED_SOURCE:
+                    raise DataFormatError(
+                        source,
+                        f"line {line}: run {run_id!r} has source {row['source']!r}",
+                        "as-reported numbers belong in leaderboards/reported/<dataset>.csv, not a merge",
+                    )
+                if run_id in seen:
+                    first, first_file = seen[run_id]
+                    columns = sorted(set(first) | set(row))
+                    differ = [c for c in columns if not _same_cell(c, first.get(c, ""), row.get(c, ""))]
+                    if differ:
+                        raise DataFormatError(
+                            source,
+                            f"run {run_id!r} conflicts with the row of the same run id in {first_file} "
+                            f"(columns {differ} differ)",
+                            "a run id names one run: keep the right row in one file, or give the other run "
+                            "a new id",
+                        )
+                    already += 1
+                    continue
+                seen[run_id] = (row, source)
+                keep.append(row)
+                added.append(run_id)
+            if keep:
+                frames.append(pd.DataFrame(keep, dtype=str))
+        if added:
+            _write_table(dst, pd.concat(frames, ignore_index=True))
+    return MergeResult(added=tuple(added), already_there=already)
 
 
 def _read_text_table(csv_path: Path) -> pd.DataFrame:
