@@ -80,3 +80,18 @@ def test_a_broken_source_and_a_reported_row_are_refused(tmp_path, capsys):
         merge_rows(a, [reported])
     assert main(["leaderboard", "merge", str(tmp_path / "absent.csv"), "--into", str(a)]) == 2
     assert "absent.csv" in capsys.readouterr().err
+
+
+def test_render_and_report_subcommands_wrap_the_modules(tmp_path):
+    from brainbench.leaderboard.render import write_readme
+
+    boards = tmp_path / "leaderboards"
+    _machine(boards, [("run-1", {B2I: 0.25}), ("run-2", {B2I: 0.5})])
+    out = tmp_path / "README.md"
+    assert main(["leaderboard", "render", "--leaderboards", str(boards), "--out", str(out)]) == 0
+    assert out.read_text() == write_readme(boards, tmp_path / "expected.md").read_text()
+    assert "run" in out.read_text() or B2I.split("/")[0] in out.read_text()
+    report = tmp_path / "report"
+    args = ["--leaderboards", str(boards), "--runs", str(tmp_path / "runs"), "--out", str(report)]
+    assert main(["leaderboard", "report", *args]) == 0
+    assert (report / "index.html").is_file()
