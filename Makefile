@@ -12,6 +12,8 @@ DEVICES ?=
 NODES ?=
 ARGS ?=
 PERF_METHODS ?=
+# the extras the test suite imports ([diffusion]'s transformers and [tracking] are left out: no test needs them)
+SETUP_EXTRAS ?= dev,video,report,publish,federated
 PERF_HOME := $(or $(BRAINBENCH_HOME),$(HOME)/.cache/brainbench)
 PERF_SUBJECT := $(PERF_HOME)/prepared/world-nsd-v1-small/subj01
 # pip's extra-index warnings on these machines are noise; sed drops them and, with pipefail, pip's own exit
@@ -26,7 +28,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
 	$(BIN)/pip install -q -c constraints.txt torch torchvision 2>&1 | $(QUIET_PIP)
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev]" 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install -q -c constraints.txt -e ".[$(SETUP_EXTRAS)]" 2>&1 | $(QUIET_PIP)
 	$(BIN)/python -c "import torch, torchvision, brainbench; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $@
 
@@ -55,8 +57,8 @@ perf: setup
 # Renders leaderboards/<dataset>/<task>.csv + leaderboards/reported/*.csv into leaderboards/README.md and the
 # static HTML report leaderboards/report/index.html (plots, reconstruction galleries from runs/<id>/recons/).
 leaderboard: setup
-	$(BIN)/python -m brainbench.leaderboard.render --leaderboards leaderboards
-	$(BIN)/python -m brainbench.leaderboard.report --leaderboards leaderboards --runs runs --out leaderboards/report
+	$(BIN)/brainbench leaderboard render --leaderboards leaderboards
+	$(BIN)/brainbench leaderboard report --leaderboards leaderboards --runs runs --out leaderboards/report
 
 test: setup
 	$(BIN)/pytest

@@ -191,7 +191,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     for name, text in RENDERERS.items():
         board_sub.add_parser(name, help=text, add_help=False)
     push = board_sub.add_parser(
-        "push", help="upload leaderboards/**/*.csv + Parquet copies to a HF dataset (needs BRAINBENCH_OFFLINE=0)"
+        "push",
+        help="upload leaderboards/**/*.csv + Parquet copies to a HF dataset (needs BRAINBENCH_OFFLINE=0)",
     )
     push.add_argument("--leaderboards", type=Path, default=Path("leaderboards"), help="default: leaderboards")
     _add_hub_options(push, "dataset")

@@ -1,10 +1,10 @@
 """One switch for network access: ``BRAINBENCH_OFFLINE`` (default ``1``, on).
 
-On (``1``/``true``/``yes``/``on``, or unset): brainbench never downloads. :func:`apply_offline` sets the Hugging
-Face libraries' own switches (``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE``, ``HF_DATASETS_OFFLINE``) unless the
-user set them, so weights come only from local files and caches, and the ``push`` commands refuse to run.
-Off (``0``/``false``/``no``/``off``): nothing is set behind the user's back (their own ``HF_*`` variables
-still apply), pretrained open_clip tags may be fetched, and ``brainbench leaderboard push`` /
+On (``1``/``true``/``yes``/``on``, or unset): brainbench never downloads. :func:`apply_offline` sets the
+Hugging Face libraries' own switches (``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE``, ``HF_DATASETS_OFFLINE``)
+unless the user set them, so weights come only from local files and caches, and the ``push`` commands refuse
+to run. Off (``0``/``false``/``no``/``off``): nothing is set behind the user's back (their own ``HF_*``
+variables still apply), pretrained open_clip tags may be fetched, and ``brainbench leaderboard push`` /
 ``brainbench push-model`` may upload.
 """
 
@@ -32,7 +32,9 @@ def offline() -> bool:
         return True
     if value in _OFF:
         return False
-    raise ConfigError(f"{ENV}={os.environ[ENV]!r} is not a switch\n  fix: set {ENV}=1 (offline, default) or 0")
+    raise ConfigError(
+        f"{ENV}={os.environ[ENV]!r} is not a switch\n  fix: set {ENV}=1 (offline, default) or 0"
+    )
 
 
 def apply_offline() -> bool:
@@ -52,7 +54,7 @@ def require_online(command: str) -> None:
     """Raises :class:`ConfigError` unless ``BRAINBENCH_OFFLINE`` is off: ``command`` needs the network."""
     if offline():
         raise ConfigError(
-            f"`brainbench {command}` uploads to the Hugging Face Hub and {ENV} is on (the default)\n  fix: opt in "
-            f"for this command: `{ENV}=0 brainbench {command} ...` (with a token: --token, HF_TOKEN or `hf auth "
-            "login`)"
+            f"`brainbench {command}` uploads to the Hugging Face Hub and {ENV} is on (the default)\n  "
+            f"fix: opt in for this command: `{ENV}=0 brainbench {command} ...` (with a token: --token, "
+            "HF_TOKEN or `hf auth login`)"
         )

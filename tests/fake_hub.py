@@ -54,7 +54,9 @@ class FakeHub:
                 if path == "/api/repos/create":
                     req = json.loads(body)
                     repo_type = req.get("type") or "model"
-                    repo_id = f"{req['organization']}/{req['name']}" if req.get("organization") else req["name"]
+                    repo_id = (
+                        f"{req['organization']}/{req['name']}" if req.get("organization") else req["name"]
+                    )
                     hub.repos.setdefault((repo_type, repo_id), {})
                     self._reply(200, {"url": f"{hub.url}/{repo_type}s/{repo_id}", "name": repo_id})
                 elif path == "/api/validate-yaml":
@@ -65,7 +67,9 @@ class FakeHub:
                         self._reply(404, {"error": "Repository not found"})
                     elif parts[4] == "preupload":
                         files = json.loads(body)["files"]
-                        answer = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]
+                        answer = [
+                            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files
+                        ]
                         self._reply(200, {"files": answer, "commitOid": "0" * 40})
                     else:
                         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
@@ -78,7 +82,9 @@ class FakeHub:
                         hub.commits.append({"repo": (repo_type, repo_id), "header": lines[0]["value"]})
                         oid = f"{len(hub.commits):040x}"
                         prefix = "" if repo_type == "model" else f"{repo_type}s/"
-                        self._reply(200, {"commitUrl": f"{hub.url}/{prefix}{repo_id}/commit/{oid}", "commitOid": oid})
+                        self._reply(
+                            200, {"commitUrl": f"{hub.url}/{prefix}{repo_id}/commit/{oid}", "commitOid": oid}
+                        )
                 else:
                     hub.unknown.append(f"POST {path}")
                     self._reply(404, {"error": "not faked"})

@@ -49,7 +49,9 @@ def test_a_value_the_user_set_is_kept_and_a_bad_switch_is_refused(monkeypatch):
 
 def test_no_other_module_sets_the_hf_offline_variables():
     root = Path(__file__).resolve().parents[1] / "brainbench"
-    setter = re.compile(r"environ(\.setdefault\(|\[)\s*[\"'](HF_HUB_OFFLINE|TRANSFORMERS_OFFLINE|HF_DATASETS_OFFLINE)")
+    setter = re.compile(
+        r"environ(\.setdefault\(|\[)\s*[\"'](HF_HUB_OFFLINE|TRANSFORMERS_OFFLINE|HF_DATASETS_OFFLINE)"
+    )
     offenders = [p.relative_to(root).as_posix() for p in root.rglob("*.py") if setter.search(p.read_text())]
     assert offenders == []  # offline.py sets them through HF_OFFLINE_VARS, nothing else does
     calls = {p.name for p in root.rglob("*.py") if "apply_offline()" in p.read_text()}

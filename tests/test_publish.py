@@ -43,7 +43,9 @@ def boards(tmp_path):
 def test_push_is_refused_while_offline_is_on(boards, monkeypatch, capsys):
     monkeypatch.delenv("BRAINBENCH_OFFLINE", raising=False)  # the default: on
     with FakeHub() as hub:
-        code = main(["leaderboard", "push", "--repo", "u/r", "--leaderboards", str(boards), "--endpoint", hub.url])
+        code = main(
+            ["leaderboard", "push", "--repo", "u/r", "--leaderboards", str(boards), "--endpoint", hub.url]
+        )
         assert code == 2 and hub.requests == []
         assert main(["push-model", str(boards), "--repo", "u/m", "--endpoint", hub.url]) == 2
         assert hub.requests == []
@@ -55,7 +57,16 @@ def test_push_uploads_every_csv_and_a_typed_parquet_copy(boards, online, capsys)
     csvs = sorted(p.relative_to(boards).as_posix() for p in boards.rglob("*.csv"))
     assert "reported/nsd.csv" in csvs and "world-nsd/extra.csv" in csvs
     with FakeHub() as hub:
-        args = ["--repo", "me/results", "--leaderboards", str(boards), "--endpoint", hub.url, "--token", hub.token]
+        args = [
+            "--repo",
+            "me/results",
+            "--leaderboards",
+            str(boards),
+            "--endpoint",
+            hub.url,
+            "--token",
+            hub.token,
+        ]
         assert main(["leaderboard", "push", *args]) == 0
         assert hub.unknown == []
         files = hub.repos[("dataset", "me/results")]
@@ -64,20 +75,37 @@ def test_push_uploads_every_csv_and_a_typed_parquet_copy(boards, online, capsys)
     assert sorted(files) == sorted([*csvs, *(c.replace(".csv", ".parquet") for c in csvs)])
     for rel in csvs:
         assert files[rel] == (boards / rel).read_bytes()
-        expected = read_reported(boards / rel) if rel.startswith("reported/") else read_leaderboard(boards / rel)
-        pd.testing.assert_frame_equal(pd.read_parquet(io.BytesIO(files[rel.replace(".csv", ".parquet")])), expected)
+        expected = (
+            read_reported(boards / rel) if rel.startswith("reported/") else read_leaderboard(boards / rel)
+        )
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(io.BytesIO(files[rel.replace(".csv", ".parquet")])), expected
+        )
     extra = pd.read_parquet(io.BytesIO(files["world-nsd/extra.parquet"]))
-    assert extra[B2I].dtype == "float64" and extra[B2I].iloc[0] == 0.25 and str(extra["seed"].dtype) == "Int64"
+    assert (
+        extra[B2I].dtype == "float64" and extra[B2I].iloc[0] == 0.25 and str(extra["seed"].dtype) == "Int64"
+    )
 
 
 def test_push_errors_are_one_line(boards, online, capsys):
     with FakeHub() as hub:
-        bad_token = ["--repo", "me/results", "--leaderboards", str(boards), "--endpoint", hub.url, "--token", "hf_no"]
+        bad_token = [
+            "--repo",
+            "me/results",
+            "--leaderboards",
+            str(boards),
+            "--endpoint",
+            hub.url,
+            "--token",
+            "hf_no",
+        ]
         assert main(["leaderboard", "push", *bad_token]) == 2
         (boards / "world-nsd" / "extra.csv").write_text("run_id,method\n1,2,3\n")
         good_token = [*bad_token[:-1], hub.token]
         assert main(["leaderboard", "push", *good_token]) == 2
-        assert [r for r in hub.requests if "/commit/" in r] == []  # a broken CSV stops the push before sending
+        assert [
+            r for r in hub.requests if "/commit/" in r
+        ] == []  # a broken CSV stops the push before sending
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2
     assert "me/results" in err[0] and "token" in err[0] and "401" in err[0]
@@ -114,7 +142,11 @@ def test_push_model_uploads_weights_config_and_a_model_card(tmp_path, online, ca
     assert sorted(files) == ["README.md", "decoder.json", "decoder.safetensors"]
     assert files["decoder.safetensors"] == (model / "decoder.safetensors").read_bytes()
     card = files["README.md"].decode()
-    assert card.startswith("---\nlibrary_name: brainbench") and "20260101T000000Z-abcd1234" in card and B2I in card
+    assert (
+        card.startswith("---\nlibrary_name: brainbench")
+        and "20260101T000000Z-abcd1234" in card
+        and B2I in card
+    )
     assert "model repo me/ridge-subj01" in capsys.readouterr().out
     # a card the user wrote is uploaded as it is
     (model / "README.md").write_text("---\nlicense: mit\n---\nmine\n")
@@ -127,6 +159,9 @@ def test_push_model_needs_a_saved_model(tmp_path, online, capsys):
     model = _model_folder(tmp_path)
     (model / "decoder.safetensors").unlink()
     with FakeHub() as hub:
-        assert main(["push-model", str(model), "--repo", "me/m", "--endpoint", hub.url, "--token", hub.token]) == 2
+        assert (
+            main(["push-model", str(model), "--repo", "me/m", "--endpoint", hub.url, "--token", hub.token])
+            == 2
+        )
         assert hub.requests == []
     assert "decoder.safetensors" in capsys.readouterr().err

@@ -9,14 +9,13 @@ read offline from a local folder or the Hugging Face cache (:func:`resolve_model
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from brainbench.errors import ConfigError, MissingFileError
+from brainbench.errors import ConfigError, MissingFileError, require_extra
 from brainbench.offline import apply_offline
 
 log = logging.getLogger(__name__)
@@ -158,6 +157,7 @@ def load_sd_vae(model: str, image_size: int) -> SDVAEFrames:
     the id, the path and the fetch command, so nothing is ever trained on a random VAE. On the meta device
     (``brainbench describe``) no weights are read.
     """
+    require_extra("diffusers", "diffusion", "the Stable Diffusion VAE")
     from diffusers import AutoencoderKL
 
     meta = torch.empty(0).device.type == "meta"

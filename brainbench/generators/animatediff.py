@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from brainbench.backbones.sd_vae import resolve_model_dir
-from brainbench.errors import ConfigError, MissingFileError
+from brainbench.errors import ConfigError, MissingFileError, require_extra
 from brainbench.generators.base import GenerationContext, ImageGenerator
 from brainbench.generators.diffusers_backends import (
     LatentDiffusionGenerator,
@@ -79,7 +79,7 @@ ANIMATEDIFF_SCHEDULER = {
 
 def load_component(model: str, class_name: str, option: str) -> Any:  # noqa: ANN401 (a diffusers model)
     """A diffusers model saved at a folder's root (motion adapter, SparseCtrl, a separate VAE), offline."""
-    import diffusers
+    diffusers = require_extra("diffusers", "diffusion", f"the {class_name} of AnimateDiff")
 
     try:
         folder = resolve_model_dir(model)
@@ -215,6 +215,7 @@ class AnimateDiffSparseCtrlGenerator(LatentDiffusionGenerator):
         **options: Any,  # noqa: ANN401
     ) -> AnimateDiffSparseCtrlGenerator:
         """Loads the base (``model``), ``motion_adapter``, ``controlnet`` (and a separate ``vae``) offline."""
+        require_extra("diffusers", "diffusion", "AnimateDiff")
         from diffusers import DDIMScheduler, UNetMotionModel
 
         folder = resolve_model_dir(model or cls.model_id)

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from brainbench.backbones.sd_vae import resolve_model_dir
-from brainbench.errors import ConfigError, MissingFileError
+from brainbench.errors import ConfigError, MissingFileError, require_extra
 from brainbench.generators.base import GenerationContext, ImageGenerator
 
 UNCLIP_MODEL = "stabilityai/stable-diffusion-2-1-unclip-small"
@@ -52,6 +52,8 @@ def _import(path: str) -> Any:  # noqa: ANN401 (a class)
     import importlib
 
     module, _, name = path.partition(":")
+    if module.split(".")[0] in ("diffusers", "transformers"):
+        require_extra(module.split(".")[0], "diffusion", f"loading {name}")
     return getattr(importlib.import_module(module), name)
 
 
@@ -81,7 +83,7 @@ def load_conditioning(folder: Path, names: tuple[str, ...], encode: Any) -> dict
         raise ConfigError(
             f"{folder}: the fixed conditioning {list(names)} needs the model's own encoders (the "
             f"transformers package, not installed) or a {CONDITIONING_FILE} file in that folder holding "
-            "them (write it once where transformers is installed)"
+            "them (write it once where transformers is installed: pip install 'brainbench[diffusion]')"
         ) from error
     return {n: v for n, v in encode().items() if n in names}
 

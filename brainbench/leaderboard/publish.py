@@ -1,6 +1,7 @@
-"""Uploads to the Hugging Face Hub: leaderboard CSVs (+ Parquet) to a dataset repo, a run's model to a model repo.
+"""Uploads to the Hugging Face Hub: leaderboard CSVs (+ Parquet) to a dataset repo, a model to a model repo.
 
-Both are opt-in: they refuse to run while ``BRAINBENCH_OFFLINE`` is on (the default, :mod:`brainbench.offline`).
+Both are opt-in: they refuse to run while ``BRAINBENCH_OFFLINE`` is on (the default,
+:mod:`brainbench.offline`).
 The files are checked and staged in a temporary folder first, so a broken CSV stops the push before anything
 is sent, then ``HfApi.create_repo(exist_ok=True)`` and one ``HfApi.upload_folder`` commit send them.
 
@@ -28,7 +29,7 @@ MODEL_FILES = ("decoder.json", "decoder.safetensors")
 
 
 def leaderboard_csvs(leaderboards: str | Path) -> list[Path]:
-    """Every leaderboard CSV under ``leaderboards`` (hidden temporary files of an interrupted write left out)."""
+    """Every leaderboard CSV under ``leaderboards`` (hidden temporary files of a write left out)."""
     root = Path(leaderboards)
     return sorted(
         p for p in root.rglob("*.csv") if not any(part.startswith(".") for part in p.relative_to(root).parts)
@@ -46,7 +47,9 @@ def stage_leaderboards(leaderboards: str | Path, staging: str | Path) -> list[st
     root, staging = Path(leaderboards), Path(staging)
     csvs = leaderboard_csvs(root)
     if not csvs:
-        raise MissingFileError(root / "<dataset>/<task>.csv", "run `make bench` first, or pass --leaderboards DIR")
+        raise MissingFileError(
+            root / "<dataset>/<task>.csv", "run `make bench` first, or pass --leaderboards DIR"
+        )
     require_extra("pyarrow", "publish", "writing the Parquet copies")
     staged = []
     for csv in csvs:
@@ -78,9 +81,9 @@ def _upload(api: Any, repo_id: str, repo_type: str, folder: Path, message: str, 
     except Exception as error:  # HfHubHTTPError, httpx network errors, OfflineModeIsEnabled, ...
         detail = " ".join(str(error).split())[:300]
         raise PublishError(
-            f"upload to the {repo_type} repo {repo_id!r} failed ({type(error).__name__}: {detail})\n  fix: check "
-            "the repo id, your token (--token, HF_TOKEN or `hf auth login`; it needs write access) and the "
-            "network; HF_HUB_OFFLINE=1 in your environment also blocks uploads"
+            f"upload to the {repo_type} repo {repo_id!r} failed ({type(error).__name__}: {detail})\n  "
+            "fix: check the repo id, your token (--token, HF_TOKEN or `hf auth login`, with write access) "
+            "and the network; HF_HUB_OFFLINE=1 in your environment also blocks uploads"
         ) from error
     return str(getattr(info, "commit_url", info))
 
@@ -151,7 +154,7 @@ def push_model(
     private: bool = False,
     api: Any = None,  # noqa: ANN401 (an HfApi or a stand-in with its methods)
 ) -> tuple[str, list[str]]:
-    """Uploads a run's ``model`` folder (``decoder.safetensors``, ``decoder.json``, a model card) to ``repo_id``.
+    """Uploads a run's ``model`` folder (``decoder.safetensors``, ``decoder.json``, a card) to ``repo_id``.
 
     The folder's own ``README.md`` is used when present, else :func:`model_card` writes one from the run's
     ``result.json``.
@@ -168,7 +171,9 @@ def push_model(
     model_dir = Path(model_dir)
     for name in MODEL_FILES:
         if not (model_dir / name).is_file():
-            raise MissingFileError(model_dir / name, "pass the model folder of a finished run: runs/<id>/model")
+            raise MissingFileError(
+                model_dir / name, "pass the model folder of a finished run: runs/<id>/model"
+            )
     with tempfile.TemporaryDirectory(prefix="brainbench-push-") as staging:
         for path in sorted(p for p in model_dir.iterdir() if p.is_file() and not p.name.startswith(".")):
             shutil.copyfile(path, Path(staging) / path.name)

@@ -35,6 +35,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
+from brainbench.errors import require_extra
 from brainbench.leaderboard.headline import HeadlineColumn, select_headline
 from brainbench.leaderboard.render import (
     INTRO,
@@ -284,7 +285,8 @@ def plot_entries(
     Returns:
         ``path`` (a PNG of at most about 900 × 560 px), the number of entries and of metrics plotted.
     """
-    from matplotlib import colormaps  # imported here: only the report needs matplotlib
+    require_extra("matplotlib", "report", "the HTML report's plots")  # only the report needs matplotlib
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     titles, infos = list(titles)[:PANELS], list(infos)[:PANELS]

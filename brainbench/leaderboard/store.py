@@ -324,7 +324,7 @@ def append_row(csv_path: str | Path, row: Mapping[str, object]) -> None:
 
 
 def _write_table(csv_path: Path, table: pd.DataFrame) -> None:
-    """Writes ``table`` in the store's column order over ``csv_path`` atomically (the caller holds the lock)."""
+    """Writes ``table`` over ``csv_path`` atomically in the store's column order (caller holds the lock)."""
     table = table.reindex(columns=_column_order(list(table.columns))).fillna("")
     # mkstemp creates the file 0600: publish it world-readable (at least 0644, keeping any wider bits)
     mode = (csv_path.stat().st_mode & 0o777 if csv_path.exists() else 0) | 0o644
@@ -346,8 +346,10 @@ _BLANK_MEANS = {"postprocess": NO_POSTPROCESS, "source": EVALUATED_SOURCE}
 
 
 def _same_cell(column: str, left: str, right: str) -> bool:
-    """Whether two text cells say the same thing: equal text, equal numbers (``0.5`` and ``0.50``), or a
-    blank ``postprocess``/``source`` and its default."""
+    """Whether two text cells say the same thing.
+
+    Equal text, equal numbers (``0.5`` and ``0.50``), or a blank ``postprocess``/``source`` and its default.
+    """
     default = _BLANK_MEANS.get(column)
     if default is not None:
         left, right = left or default, right or default
@@ -403,7 +405,9 @@ def merge_rows(dst: str | Path, sources: list[str | Path] | tuple[str | Path, ..
             if source.resolve() == dst.resolve():
                 continue
             if not source.is_file():
-                raise MissingFileError(source, "pass leaderboard CSVs that exist (copied from the other machine)")
+                raise MissingFileError(
+                    source, "pass leaderboard CSVs that exist (copied from the other machine)"
+                )
             table = _read_text_table(source)
             keep = []
             for line, row in enumerate(table.to_dict("records"), start=2):

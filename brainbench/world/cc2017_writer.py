@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import av
 import nibabel as nib
 import numpy as np
 from nibabel import cifti2
 
+from brainbench.errors import require_extra
 from brainbench.world.files import atomic_path, write_marker
 
 DATASET_DIR = "video_fmri_dataset"
@@ -197,6 +197,7 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int = 18) -> None:
     frames = np.ascontiguousarray(frames, dtype=np.uint8)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[1] % 2 or frames.shape[2] % 2:
         raise ValueError(f"{path}: frames must be (n, H, W, 3) with even H and W, got {frames.shape}")
+    av = require_extra("av", "video", "writing the world-cc2017 movies")
     with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "medium"})
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"

@@ -21,9 +21,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import av
 import h5py
 import nibabel as nib
 import numpy as np
@@ -31,7 +30,10 @@ import pandas as pd
 from nibabel import cifti2
 
 from brainbench.data.sources.matfile import load_v5, mat_format, read_v73_array
-from brainbench.errors import ConfigError, DataFormatError, MissingFileError, reading
+from brainbench.errors import ConfigError, DataFormatError, MissingFileError, reading, require_extra
+
+if TYPE_CHECKING:
+    import av
 
 TR_S = 2.0
 TAIL_VOLUMES = 4
@@ -282,6 +284,7 @@ def check_movie(path: Path, movie: Movie, volumes_per_run: int) -> None:
         raise MissingFileError(path, "every movie needs stimuli/<name>.mp4 (datasets.md §4.1)")
     if movie.number >= 100:
         raise DataFormatError(path, "movie numbers >= 100 do not fit stim_id = N * 1000 + t", "renumber them")
+    av = require_extra("av", "video", "reading CC2017 movies")
     try:
         with av.open(str(path)) as container:
             stream = _video_stream(path, container)
@@ -350,6 +353,7 @@ def _nearest_frames(path: Path, targets: np.ndarray, frame_size: int | None) -> 
         return converted[1]
 
     done, prev, period = 0, None, 0.0
+    av = require_extra("av", "video", "decoding CC2017 movies")
     try:
         with av.open(str(path)) as container:
             stream = _video_stream(path, container)

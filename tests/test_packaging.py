@@ -1,0 +1,166 @@
+"""Packaging: every imported package is declared, optional ones are extras imported lazily, torch is a range.
+
+The pip test runs pip's real resolver offline (no index, no config files) against the packages installed
+here, with a fake torch 2.99.0+cu999 / torchvision 0.99.0 shadowing the real ones and pinned by a constraints
+file: it proves that pyproject's requirements accept another installed torch and that `pip install .` would
+install only brainbench, leaving that torch in place. It does not prove brainbench runs on that torch.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from brainbench.errors import MissingExtraError, require_extra
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+CORE = [Requirement(r) for r in PROJECT["dependencies"]]
+EXTRAS = {name: [Requirement(r) for r in reqs] for name, reqs in PROJECT["optional-dependencies"].items()}
+#: import names whose distribution is named otherwise (importlib.metadata.packages_distributions() would find
+#: them too, but takes minutes over this environment's RECORD files); any other import is its own distribution
+KNOWN = {
+    "PIL": "pillow",
+    "yaml": "pyyaml",
+    "sklearn": "scikit-learn",
+    "skimage": "scikit-image",
+    "open_clip": "open_clip_torch",
+}
+
+
+def _imports(tree: ast.Module, top_level_only: bool) -> set[str]:
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    names = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"brainbench", "__future__"}
+
+
+def _distribution(module: str) -> str:
+    return canonicalize_name(KNOWN.get(module, module))
+
+
+def _sources():
+    return {p: ast.parse(p.read_text()) for p in sorted((ROOT / "brainbench").rglob("*.py"))}
+
+
+def test_every_imported_package_is_declared():
+    declared = {canonicalize_name(r.name) for r in CORE} | {
+        canonicalize_name(r.name) for reqs in EXTRAS.values() for r in reqs
+    }
+    used = {
+        _distribution(m): p for p, tree in _sources().items() for m in _imports(tree, top_level_only=False)
+    }
+    missing = {name: str(path.relative_to(ROOT)) for name, path in used.items() if name not in declared}
+    assert missing == {}
+    assert "huggingface-hub" in {canonicalize_name(r.name) for r in CORE}
+
+
+def test_extras_are_imported_lazily():
+    core = {canonicalize_name(r.name) for r in CORE}
+    optional = {canonicalize_name(r.name) for reqs in EXTRAS.values() for r in reqs} - core
+    assert {"diffusers", "transformers", "av", "matplotlib", "pyarrow", "flwr"} <= optional
+    eager = {
+        str(path.relative_to(ROOT)): sorted(
+            m for m in _imports(tree, top_level_only=True) if _distribution(m) in optional
+        )
+        for path, tree in _sources().items()
+    }
+    assert {path: names for path, names in eager.items() if names} == {}
+    assert set(EXTRAS) >= {"diffusion", "video", "report", "tracking", "federated", "dev"}
+
+
+def test_a_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path):
+    import numpy as np
+
+    from brainbench.world.cc2017_writer import write_mp4
+
+    monkeypatch.setitem(sys.modules, "av", None)  # as if PyAV were not installed
+    with pytest.raises(MissingExtraError) as caught:
+        write_mp4(tmp_path / "m.mp4", np.zeros((2, 4, 4, 3), np.uint8), fps=2)
+    assert "pip install 'brainbench[video]'" in str(caught.value) and len(str(caught.value).splitlines()) == 2
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with pytest.raises(MissingExtraError, match=r"brainbench\[publish\]"):
+        require_extra("pyarrow", "publish", "Parquet")
+
+
+def test_torch_is_a_range_and_constraints_hold_the_only_exact_pins():
+    every = CORE + [r for reqs in EXTRAS.values() for r in reqs]
+    assert [str(r) for r in every if any(s.operator in ("==", "===") for s in r.specifier)] == []
+    by_name = {canonicalize_name(r.name): r for r in CORE}
+    assert by_name["torch"].specifier.contains(Version("2.99.0+cu999"), prereleases=False)
+    assert by_name["torchvision"].specifier.contains(Version("0.99.0"))
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            req = Requirement(line)
+            assert [s.operator for s in req.specifier] == ["=="], line
+            pins[canonicalize_name(req.name)] = Version(next(iter(req.specifier)).version)
+    assert {"torch", "torchvision"} <= set(pins)
+    for name, version in pins.items():  # the tested pins are inside pyproject's ranges
+        if name in by_name:
+            assert by_name[name].specifier.contains(version, prereleases=True), name
+
+
+def _fake_dist(site: Path, name: str, version: str, requires: tuple[str, ...] = ()) -> None:
+    info = site / f"{name}-{version}.dist-info"
+    info.mkdir(parents=True)
+    lines = [
+        "Metadata-Version: 2.1",
+        f"Name: {name}",
+        f"Version: {version}",
+        *(f"Requires-Dist: {r}" for r in requires),
+    ]
+    (info / "METADATA").write_text("\n".join(lines) + "\n")
+    (info / "INSTALLER").write_text("test\n")
+    (info / "RECORD").write_text("")
+
+
+def test_pip_install_keeps_an_installed_newer_torch(tmp_path):
+    """pip's resolver, offline, torch 2.99.0+cu999 'installed' and pinned: only brainbench is installed."""
+    project = tmp_path / "project"
+    (project / "brainbench").mkdir(parents=True)
+    (project / "brainbench" / "__init__.py").write_text('__version__ = "0.0.0"\n')
+    for name in ("pyproject.toml", "README.md"):
+        (project / name).write_text((ROOT / name).read_text())
+    site = tmp_path / "site"
+    _fake_dist(site, "torch", "2.99.0+cu999")
+    _fake_dist(site, "torchvision", "0.99.0", ("torch==2.99.0+cu999",))
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text("torch==2.99.0+cu999\ntorchvision==0.99.0\n")
+    report = tmp_path / "report.json"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(site),  # ahead of site-packages: pip sees the fake torch as the installed one
+        "PIP_CONFIG_FILE": os.devnull,  # no index, find-links or constraints from pip's config
+        "PIP_NO_INDEX": "1",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
+    env.pop("PIP_CONSTRAINT", None)
+    command = [sys.executable, "-m", "pip", "install", "--dry-run", "--no-build-isolation", "--quiet"]
+    command += ["--report", str(report), "-c", str(constraints), str(project)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    installs = {
+        item["metadata"]["name"]: item["metadata"]["version"]
+        for item in json.loads(report.read_text())["install"]
+    }
+    assert installs == {"brainbench": "0.1.0"}  # torch, torchvision and every other dependency are kept
+    # the same resolver refuses a pyproject that pins torch exactly (so this test can fail)
+    pinned = (project / "pyproject.toml").read_text().replace('"torch>=2.4"', '"torch==2.14.1"')
+    (project / "pyproject.toml").write_text(pinned)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "conflicting dependencies" in done.stderr
