@@ -174,13 +174,13 @@ def _setuptools_builds_this_project() -> bool:
 
 
 @pytest.mark.skipif(not _setuptools_builds_this_project(), reason="needs setuptools>=77 to build offline")
-def test_pip_install_dot_keeps_an_installed_newer_torch(tmp_path):
-    """The same through ``pip install .`` of a copy of the project (its metadata built offline)."""
+def test_pip_install_editable_keeps_an_installed_newer_torch(tmp_path):
+    """The same through ``pip install -e .`` of a copy of the project (its metadata built offline)."""
     project = tmp_path / "project"
     (project / "brainbench").mkdir(parents=True)
     (project / "brainbench" / "__init__.py").write_text('__version__ = "0.0.0"\n')
     for name in ("pyproject.toml", "README.md"):
         (project / name).write_text((ROOT / name).read_text())
-    done = _resolve(tmp_path, [str(project)])
+    done = _resolve(tmp_path, ["-e", str(project)])
     assert done.returncode == 0, done.stderr[-3000:]
     assert _installs(tmp_path) == {"brainbench": PROJECT["version"]}
