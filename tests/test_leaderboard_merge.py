@@ -95,3 +95,33 @@ def test_render_and_report_subcommands_wrap_the_modules(tmp_path):
     args = ["--leaderboards", str(boards), "--runs", str(tmp_path / "runs"), "--out", str(report)]
     assert main(["leaderboard", "report", *args]) == 0
     assert (report / "index.html").is_file()
+
+
+def _append_many(csv: str, n: int) -> None:
+    for i in range(n):
+        append_row(csv, make_record(f"local-{i}").to_row({B2I: float(i)}))
+
+
+def _merge_each(csv: str, sources: list[str]) -> None:
+    for source in sources:
+        merge_rows(csv, [source])
+
+
+def test_merge_and_bench_appends_at_once_keep_every_row(tmp_path):
+    import multiprocessing
+
+    remote = [str(_machine(tmp_path / f"m{i}", [(f"remote-{i}", {TWO_WAY: 0.5})])) for i in range(8)]
+    dst = tmp_path / "board.csv"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_append_many, args=(str(dst), 8)),
+        ctx.Process(target=_merge_each, args=(str(dst), remote)),
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+        assert proc.exitcode == 0
+    ids = read_leaderboard(dst)["run_id"].tolist()
+    assert sorted(ids) == sorted([f"local-{i}" for i in range(8)] + [f"remote-{i}" for i in range(8)])
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -184,3 +184,10 @@ def test_pip_install_editable_keeps_an_installed_newer_torch(tmp_path):
     done = _resolve(tmp_path, ["-e", str(project)])
     assert done.returncode == 0, done.stderr[-3000:]
     assert _installs(tmp_path) == {"brainbench": PROJECT["version"]}
+
+
+def test_make_setup_installs_the_extras_the_tests_need():
+    line = next(x for x in (ROOT / "Makefile").read_text().splitlines() if x.startswith("SETUP_EXTRAS ?="))
+    extras = line.split("=", 1)[1].strip().split(",")
+    assert set(extras) <= set(EXTRAS) and {"dev", "video", "report", "publish"} <= set(extras)
+    assert 'install -q -c constraints.txt -e ".[$(SETUP_EXTRAS)]"' in (ROOT / "Makefile").read_text()
