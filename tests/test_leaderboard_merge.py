@@ -78,6 +78,9 @@ def test_a_broken_source_and_a_reported_row_are_refused(tmp_path, capsys):
     raw.to_csv(reported, index=False)
     with pytest.raises(DataFormatError, match="leaderboards/reported"):
         merge_rows(a, [reported])
+    raw["source"] = "external"  # scored by brainbench evaluate from predictions made elsewhere: merged
+    raw.to_csv(reported, index=False)
+    assert merge_rows(a, [reported]).added == ("run-9",)
     assert main(["leaderboard", "merge", str(tmp_path / "absent.csv"), "--into", str(a)]) == 2
     assert "absent.csv" in capsys.readouterr().err
 

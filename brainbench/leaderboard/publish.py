@@ -156,8 +156,8 @@ def push_model(
 ) -> tuple[str, list[str]]:
     """Uploads a run's ``model`` folder (``decoder.safetensors``, ``decoder.json``, a card) to ``repo_id``.
 
-    The folder's own ``README.md`` is used when present, else :func:`model_card` writes one from the run's
-    ``result.json``.
+    Every file of the folder is uploaded (``bench`` also writes ``inference.json`` and the ``README.md`` card);
+    a folder without a card gets one from :func:`model_card` (the run's ``result.json``).
 
     Returns:
         The commit URL and the uploaded paths.

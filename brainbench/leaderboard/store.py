@@ -385,7 +385,7 @@ def merge_rows(dst: str | Path, sources: list[str | Path] | tuple[str | Path, ..
     lacked a column). Nothing is written when any check fails.
 
     Raises:
-        DataFormatError: a source (or ``dst``) that does not parse, a row without ``run_id`` or not evaluated
+        DataFormatError: a source (or ``dst``) that does not parse, a row without ``run_id`` or not scored
             by brainbench, or the same ``run_id`` with a different cell in two files: the message names the
             run id, both files and the differing columns.
     """
@@ -414,7 +414,7 @@ def merge_rows(dst: str | Path, sources: list[str | Path] | tuple[str | Path, ..
                 run_id = row["run_id"]
                 if not run_id:
                     raise DataFormatError(source, f"line {line}: no run_id", "every row needs its run id")
-                if (row.get("source") or EVALUATED_SOURCE) != EVALUATED_SOURCE:
+                if (row.get("source") or EVALUATED_SOURCE) not in SCORED_SOURCES:
                     raise DataFormatError(
                         source,
                         f"line {line}: run {run_id!r} has source {row['source']!r}",
