@@ -36,7 +36,7 @@ EXAMPLES = """examples:
   brainbench leaderboard merge other-machine/retrieval.csv --into leaderboards/world-nsd/retrieval.csv
   brainbench leaderboard render && brainbench leaderboard report
   BRAINBENCH_OFFLINE=0 brainbench leaderboard push --repo user/brainbench-results
-  BRAINBENCH_OFFLINE=0 brainbench push-model runs/<run id>/model --repo user/litemind-subj01
+  BRAINBENCH_OFFLINE=0 brainbench push-model runs/<id>/model --repo user/litemind-subj01
 
 errors print one line (the file or key, the problem, the fix) and exit 2; add --debug for the traceback.
 """
@@ -188,8 +188,17 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     merge.add_argument("sources", type=Path, nargs="+", help="leaderboard CSVs to merge in")
     merge.add_argument("--into", type=Path, required=True, help="the destination CSV (created if absent)")
-    for name, text in RENDERERS.items():
-        board_sub.add_parser(name, help=text, add_help=False)
+    render = board_sub.add_parser("render", help="leaderboards/README.md from the CSVs (as make leaderboard)")
+    render.add_argument(
+        "--leaderboards", type=Path, default=Path("leaderboards"), help="default: leaderboards"
+    )
+    render.add_argument("--out", type=Path, default=None, help="default: <leaderboards>/README.md")
+    report = board_sub.add_parser("report", help="the static HTML report: tables, plots, galleries")
+    report.add_argument(
+        "--leaderboards", type=Path, default=Path("leaderboards"), help="default: leaderboards"
+    )
+    report.add_argument("--runs", type=Path, default=Path("runs"), help="run folders for galleries (runs)")
+    report.add_argument("--out", type=Path, default=Path("leaderboards/report"), help="leaderboards/report")
     push = board_sub.add_parser(
         "push",
         help="upload leaderboards/**/*.csv + Parquet copies to a HF dataset (needs BRAINBENCH_OFFLINE=0)",
@@ -202,13 +211,6 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     model.add_argument("model_dir", type=Path, help="the run's model folder, e.g. runs/<id>/model")
     _add_hub_options(model, "model")
     return parser
-
-
-#: ``leaderboard`` subcommands that hand their options to a module's own ``main`` (``python -m`` works too)
-RENDERERS = {
-    "render": "leaderboards/README.md from the CSVs (options: leaderboard render --help)",
-    "report": "the static HTML report with plots and galleries (options: leaderboard report --help)",
-}
 
 
 def _add_hub_options(parser: argparse.ArgumentParser, repo_type: str) -> None:
@@ -414,6 +416,14 @@ def _leaderboard(args: argparse.Namespace) -> None:
             f"merged {len(result.added)} new rows into {args.into} "
             f"({result.already_there} identical rows were already there)"
         )
+    elif args.leaderboard_command == "render":
+        from brainbench.leaderboard.render import write_readme
+
+        print(write_readme(args.leaderboards, args.out))
+    elif args.leaderboard_command == "report":
+        from brainbench.leaderboard.report import build_report
+
+        print(build_report(args.leaderboards, args.runs, args.out))
     elif args.leaderboard_command == "push":
         from brainbench.leaderboard.publish import push_leaderboards
 
@@ -421,13 +431,6 @@ def _leaderboard(args: argparse.Namespace) -> None:
             args.leaderboards, args.repo, token=args.token, endpoint=args.endpoint, private=args.private
         )
         print(f"pushed {len(files)} files (CSV + Parquet) to dataset repo {args.repo}: {url}")
-
-
-def _render(command: str, argv: list[str]) -> None:
-    """``leaderboard render|report [options]``: the module's own ``main`` parses the options."""
-    import importlib
-
-    importlib.import_module(f"brainbench.leaderboard.{command}").main(argv)
 
 
 def one_line(error: BaseException) -> str:
@@ -447,8 +450,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] == "bench":
             _bench(argv[1:])
-        elif argv[:1] == ["leaderboard"] and argv[1:2] and argv[1] in RENDERERS:
-            _render(argv[1], argv[2:])
         else:
             _run(build_parser(argv).parse_args(argv))
     except RunInterrupted as error:

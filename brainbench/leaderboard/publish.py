@@ -156,7 +156,7 @@ def push_model(
 ) -> tuple[str, list[str]]:
     """Uploads a run's ``model`` folder (``decoder.safetensors``, ``decoder.json``, a card) to ``repo_id``.
 
-    Every file of the folder is uploaded (``bench`` also writes ``inference.json`` and the ``README.md`` card);
+    Every file of the folder is uploaded (``bench`` also writes ``inference.json`` and the card);
     a folder without a card gets one from :func:`model_card` (the run's ``result.json``).
 
     Returns:
