@@ -172,7 +172,9 @@ def run_bench(
         paper=model.paper,
         fidelity=model.fidelity,
         config=config,
-        inference=inference_record(manifest, backbone, datamodule.target_shapes(), generator),
+        inference=inference_record(
+            manifest, backbone, datamodule.target_shapes(), generator, config.get("generator")
+        ),
     )
     (run.path / RESULT_FILE).write_text(
         json.dumps(

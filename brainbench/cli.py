@@ -167,6 +167,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     source.add_argument("--voxels", type=Path, help=".npy of (N, V) voxels preprocessed as in training")
     predict.add_argument("--split", default="test", help="split of --prepared (test: repeat averages)")
     predict.add_argument(
+        "--generate",
+        metavar="saved|KIND",
+        help="also generate images: `saved` (the generator the model was scored with) or a generator kind; "
+        "needs --prepared; writes <out>_images/<stim_id>.png",
+    )
+    predict.add_argument(
         "--out", type=Path, default=Path("predictions.safetensors"), help="output .safetensors file"
     )
     desc = sub.add_parser("describe", help="build a method at a scale and print its size")
@@ -382,7 +388,12 @@ def _run(args: argparse.Namespace) -> None:
         from brainbench.predict import predict
 
         predictions = predict(
-            args.model, args.out, prepared=args.prepared, voxels=args.voxels, split=args.split
+            args.model,
+            args.out,
+            prepared=args.prepared,
+            voxels=args.voxels,
+            split=args.split,
+            generate=args.generate,
         )
         shapes = {name: tuple(value.shape) for name, value in predictions.items()}
         print(f"wrote {args.out}: {shapes}")

@@ -21,13 +21,18 @@ INFERENCE_FILE = "inference.json"
 
 
 def inference_record(
-    manifest: Manifest, backbone: str, target_shapes: dict[str, tuple[int, ...]], generator: str
+    manifest: Manifest,
+    backbone: str,
+    target_shapes: dict[str, tuple[int, ...]],
+    generator: str,
+    generator_spec: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The inputs a decoder expects and the space of its outputs."""
+    """What a decoder reads, the space of its outputs, and the generator section it was scored with."""
     return {
         "backbone": backbone,
         "targets": {name: list(shape) for name, shape in target_shapes.items()},
         "generator": generator,
+        "generator_spec": generator_spec,
         "dataset": manifest.dataset,
         "dataset_version": manifest.dataset_version,
         "subject": manifest.subject,

@@ -115,6 +115,25 @@ def test_bench_on_the_contract_then_evaluate_its_saved_predictions_gives_the_sam
     np.save(voxels, np.zeros((2, 300), np.float32))
     assert main(["predict", "--model", model, "--voxels", str(voxels), "--out", str(out)]) == 0
     assert load_file(out)["clip_tokens"].shape == (2, 65, 128)
+    # reconstructions: predict generates them, evaluate scores the folder of <stim_id>.png
+    generated = tmp_path / "generated.safetensors"
+    args = [
+        "--model",
+        model,
+        "--prepared",
+        str(contract_folder),
+        "--out",
+        str(generated),
+        "--generate",
+        "retrieval",
+    ]
+    assert main(["predict", *args]) == 0
+    assert sorted(int(p.stem) for p in (tmp_path / "generated_images").glob("*.png")) == list(range(130, 160))
+    args = ["--prepared", str(contract_folder), "--predictions", str(tmp_path / "generated_images")]
+    assert (
+        main(["evaluate", *args, "--method", "recons", "--leaderboards", str(tmp_path / "leaderboards")]) == 0
+    )
+    assert read_leaderboard(csv_path)["pixcorr@v1"].notna().tolist() == [False, False, True]
 
 
 @pytest.mark.slow
