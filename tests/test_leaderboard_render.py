@@ -115,6 +115,8 @@ def test_direction_and_chance_agree_with_the_spec_constructors():
         ("ssim_mindeye@v1", "low-level", "↑"),
         ("pixcorr@v1", "low-level", "↑"),
         ("psnr_frame@v1", "low-level", "↑"),
+        ("frame_psnr@v1", "low-level", "↑"),
+        ("frame_ssim_mindvideo@v1", "low-level", "↑"),
         ("clip_pcc/world-clip:v1.clip_image@v1", "temporal", "↑"),
         ("nway_frame_top1_50way/world-clip:v1@v1", "N-way classification", "↑"),
         ("fidelity@v1", "other", ""),  # a prefix only matches at a word boundary

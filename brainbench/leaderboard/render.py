@@ -85,6 +85,8 @@ METRIC_KINDS: tuple[MetricKind, ...] = (
     MetricKind("pixcorr", "low-level", True),
     MetricKind("ssim", "low-level", True),
     MetricKind("psnr", "low-level", True),
+    MetricKind("frame_ssim", "low-level", True),
+    MetricKind("frame_psnr", "low-level", True),
     MetricKind("mse", "low-level", False),
     MetricKind("corrdist", "feature distance", False),
     MetricKind("lpips", "feature distance", False),
