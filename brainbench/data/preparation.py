@@ -17,6 +17,7 @@ from filelock import FileLock
 
 from brainbench.data.manifest import Manifest
 from brainbench.data.registry import get_dataset, obtain_raw, prepare
+from brainbench.data.sources.nsd_transforms import ensure_template
 from brainbench.errors import ConfigError
 
 log = logging.getLogger("brainbench")
@@ -77,7 +78,9 @@ def prepare_dataset(
                     f"{prepared} was prepared with other options {changed} (recorded, requested); delete it "
                     "or use another --home to prepare it again"
                 )
-            return prepared
-        log.info("preparing %s subject %d -> %s", dataset, subject, prepared)
-        prepare(entry, raw_root, subject, prepared, version=version, options=options, progress=progress)
+        else:
+            log.info("preparing %s subject %d -> %s", dataset, subject, prepared)
+            prepare(entry, raw_root, subject, prepared, version=version, options=options, progress=progress)
+        if entry.adapter == "nsd":  # template-space resampling, when the raw root has the NSD transforms
+            ensure_template(prepared, raw_root, subject)
         return prepared
