@@ -272,3 +272,14 @@ def test_tiny_world_end_to_end(tmp_path: Path) -> None:
     mtime = cached[0].stat().st_mtime
     run_bench(request)
     assert cached[0].stat().st_mtime == mtime
+
+    from brainbench.world.config import get_world_config
+    from brainbench.world.templates import alignment_report
+
+    world = next((tmp_path / "home" / "worlds").glob("world-nsd-*"))
+    report = alignment_report(world, get_world_config("tiny"), [1, 2])
+    nsdgeneral = report["roi_dice"]["nsdgeneral/1"]
+    assert nsdgeneral["aligned"] > 0.8 and nsdgeneral["aligned"] >= nsdgeneral["unaligned"]
+    assert (
+        report["signal_r2"]["low"] > report["signal_r2"]["mid"]
+    )  # retinotopy follows anatomy, tunings do not

@@ -64,3 +64,65 @@ def write_world_transforms(root: Path, config: WorldConfig, subjects: list[int])
         mask = group_template_mask(pulled).astype(np.int16)
         with atomic_path(layout.template_mask) as tmp:
             nib.save(nib.Nifti1Image(mask, np.diag([1.8, 1.8, 1.8, 1.0])), tmp)
+
+
+def alignment_report(root: Path, config: WorldConfig, subjects: list[int]) -> dict[str, dict[str, float]]:
+    """How well the world's alignment holds, from the written files and the world's ground truth.
+
+    ``roi_dice``: mean pairwise Dice of every ROI label pulled to the template (nearest neighbour through
+    ``func1pt8-to-MNI``) vs laid unaligned onto the template grid (each native grid at the template's corner).
+    ``signal_r2``: median over template voxels (by encoding level) of the squared correlation, across the
+    images every subject saw, between two subjects' **noise-free** signals (``brainbench_truth``) resampled to
+    the same template voxel: the share of one subject's hidden signal that the other's aligned voxel carries.
+    Needs the subjects' raw files (``generate_world``) and truth files.
+    """
+    from itertools import combinations
+
+    from brainbench.data.sources.nsd_transforms import read_template_mask, read_transform, template_weights
+
+    layout = NsdLayout(Path(root))
+    mask = read_template_mask(layout)
+    template_ijk = np.argwhere(mask)
+    aligned_rois, unaligned_rois, signals, levels = {}, {}, {}, {}
+    for subject in subjects:
+        anatomy = build_anatomy(config, subject)
+        grid = anatomy.grid
+        coords = read_transform(layout.transform(subject, FUNC, TEMPLATE), grid)
+        for atlas, volume in anatomy.rois.items():
+            pulled = np.rint(map_volume(volume.astype(np.float64), coords, order=0, bad_value=-1)).astype(int)
+            crop = np.full(mask.shape, -1)
+            n = [min(a, b) for a, b in zip(grid, mask.shape, strict=True)]
+            crop[: n[0], : n[1], : n[2]] = volume[: n[0], : n[1], : n[2]]
+            aligned_rois.setdefault(atlas, []).append(pulled)
+            unaligned_rois.setdefault(atlas, []).append(crop)
+        voxel_ijk = np.argwhere(anatomy.rois["nsdgeneral"] > 0)
+        weights = template_weights(coords, template_ijk, voxel_ijk, grid)
+        with np.load(Path(root) / "brainbench_truth" / f"subj{subject:02d}.npz", allow_pickle=False) as truth:
+            signals[subject] = (truth["stim_ids"], (weights @ truth["signal"].T).T)  # (n_images, V_t)
+            levels[subject] = weights @ truth["level"].astype(np.float64)
+
+    def dice(volumes: list[np.ndarray], label: int) -> float:
+        pairs = [(a == label, b == label) for a, b in combinations(volumes, 2)]
+        return float(np.mean([2 * (a & b).sum() / max(1, a.sum() + b.sum()) for a, b in pairs]))
+
+    roi_dice = {}
+    for atlas, volumes in aligned_rois.items():
+        for label in sorted({int(v) for vol in volumes for v in np.unique(vol) if v > 0}):
+            key = f"{atlas}/{label}"
+            roi_dice[key] = {"aligned": dice(volumes, label), "unaligned": dice(unaligned_rois[atlas], label)}
+    shared = set.intersection(*(set(ids.tolist()) for ids, _ in signals.values()))
+    r2: dict[str, list[np.ndarray]] = {"low": [], "mid": [], "high": []}
+    for a, b in combinations(subjects, 2):
+        rows = []
+        for subject in (a, b):
+            ids, signal = signals[subject]
+            order = {int(s): i for i, s in enumerate(ids)}
+            rows.append(signal[[order[s] for s in sorted(shared)]])
+        x, y = (r - r.mean(0) for r in rows)
+        denom = np.sqrt((x**2).sum(0) * (y**2).sum(0))
+        corr = np.divide((x * y).sum(0), denom, out=np.zeros(x.shape[1]), where=denom > 0)
+        level = np.rint((levels[a] + levels[b]) / 2)
+        for k, name in enumerate(("low", "mid", "high")):
+            r2[name].append(corr[level == k] ** 2)
+    signal_r2 = {name: float(np.median(np.concatenate(v))) for name, v in r2.items()}
+    return {"roi_dice": roi_dice, "signal_r2": signal_r2, "n_shared_images": len(shared)}  # type: ignore[dict-item]
