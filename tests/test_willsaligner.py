@@ -190,6 +190,26 @@ def test_stages_train_what_they_should_and_cache_is_reused(tmp_path, caplog):
     with pytest.raises(ConfigError, match="does not fit"):
         tiny_model(expert_rank=5).pretrain(datamodules, no_training, tmp_path / "cache")
 
+    # a plug-in variant (K = 1) in its own cache folder reuses stage 1 and trains only stage 2
+    fits = []
+
+    def stage2_only(name, max_epochs):
+        fits.append(name)
+        return make_trainer(name, max_epochs)
+
+    k1 = tiny_model(n_experts=1, stage1_epochs=2, stage2_epochs=2, pretrain_max_lr=1e-2)
+    caplog.clear()
+    k1.pretrain(datamodules, stage2_only, tmp_path / "cache-k1")
+    assert fits == ["pretrain-stage2"] and "reused stage 1" in caplog.text
+    torch.testing.assert_close(
+        k1.blocks[0].linear.base.weight, s1["blocks.0.linear.base.weight"], rtol=0, atol=0
+    )
+    torch.testing.assert_close(k1.head.weight, s1["head.weight"], rtol=0, atol=0)
+    other = tiny_model(stage1_epochs=3, stage2_epochs=1)  # another stage-1 budget: its own stage 1
+    fits.clear()
+    other.pretrain(datamodules, stage2_only, tmp_path / "cache-3")
+    assert fits == ["pretrain-stage1", "pretrain-stage2"]
+
 
 def test_fit_after_pretraining_starts_new_subject_at_mean_embedding_and_slows_backbone(tmp_path):
     model = tiny_model(stage1_epochs=1, stage2_epochs=1, adapt_backbone_lr_scale=0.0)

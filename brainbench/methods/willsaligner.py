@@ -57,6 +57,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -77,6 +78,12 @@ from brainbench.methods.losses import clip_loss, flat_unit_rows
 from brainbench.methods.mindtuner import ResidualBlock
 
 STAGES_FILE = "willsaligner_stages.safetensors"
+STAGE1_FILE = "willsaligner_stage1.safetensors"
+#: constructor arguments that determine stage 1 (experts, router and subject embeddings take no part)
+STAGE1_ARGS = (
+    "target_shapes", "hidden", "n_blocks", "block_dropout", "input_layer", "temp", "semantic_weight",
+    "semantic_temp", "stage1_epochs", "pretrain_max_lr", "weight_decay",
+)  # fmt: skip
 MAX_SUBJECTS = 64
 
 log = logging.getLogger("brainbench")
@@ -360,16 +367,29 @@ class WillsAligner(DecoderModule):
             self, {s: dm.n_voxels for s, dm in datamodules.items()}, datamodules
         )
         record: dict[str, object] = {"subjects": sorted(datamodules)}
+        stage1_path = stage1_cache(Path(cache_dir), self, datamodules) / STAGE1_FILE
         for stage, epochs in (("stage1", hp.stage1_epochs), ("stage2", hp.stage2_epochs)):
             if epochs <= 0:
                 continue
             trainer_module.stage = self.stage = stage
+            if (
+                stage == "stage1" and stage1_path.is_file()
+            ):  # stage 1 does not depend on the plug-in's arguments
+                trainer_module.load_state_dict(load_file(stage1_path), strict=False)
+                record["stage1"] = json.loads(stage1_path.with_suffix(".json").read_text())
+                record["stage1_from"] = str(stage1_path)
+                log.info(f"willsaligner: reused stage 1 from {stage1_path}")
+                continue
             make_trainer(f"pretrain-{stage}", epochs).fit(trainer_module)
             self.cpu()
             trainer_module.cpu()
             record[stage] = trainer_module.evaluate(experts=stage == "stage2")
             record[f"{stage}_seconds"] = round(time.time() - t0, 1)
             log.info(f"willsaligner: {stage} per subject {record[stage]}")
+            if stage == "stage1":
+                stage1_path.parent.mkdir(parents=True, exist_ok=True)
+                save_file(trainer_module.stage1_state(), stage1_path)
+                stage1_path.with_suffix(".json").write_text(json.dumps(record["stage1"], indent=2))
         self.stage = "fit"
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(self.shared_state(), path)
@@ -411,6 +431,36 @@ class WillsAligner(DecoderModule):
         roles = self.parameter_roles()
         scaled = [(roles["input"], input_scale), (roles["backbone"], backbone_scale), (roles["plugin"], 1.0)]
         return scaled_one_cycle(self, scaled, hp.max_lr, hp.weight_decay, self.schedule_epochs())
+
+
+def stage1_cache(cache_dir: Path, model: WillsAligner, datamodules: dict[int, L.LightningDataModule]) -> Path:
+    """A sibling of ``cache_dir`` keyed by what determines stage 1 only, so variants of the plug-in share it.
+
+    The key holds :data:`STAGE1_ARGS`, the method version, the fitted voxel count and, per pre-training
+    subject, its prepared folder, voxel count, backbone, targets, batch size, shuffle buffer, space and seed.
+    """
+    args = model.init_args()
+    names = (
+        "data_dir",
+        "n_voxels",
+        "backbone_id",
+        "target_names",
+        "batch_size",
+        "shuffle_buffer",
+        "space",
+        "seed",
+    )
+    subjects = {
+        str(s): [str(getattr(dm, name, "")) for name in names] for s, dm in sorted(datamodules.items())
+    }
+    key = {
+        "version": model.method_version,
+        "n_voxels": model.n_voxels,
+        "args": {k: args.get(k) for k in STAGE1_ARGS},
+        "subjects": subjects,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Path(cache_dir).parent / f"{model.method_id}-stage1-{digest}"
 
 
 def scaled_one_cycle(
@@ -464,6 +514,13 @@ class MultiSubjectStages(L.LightningModule):
             if per_subject
             else {}
         )
+
+    def stage1_state(self) -> dict[str, torch.Tensor]:
+        """What stage 1 trains: the input layer(s), the blocks and the head."""
+        prefixes = ("model.input.", "model.blocks.", "model.head.", "inputs.")
+        return {
+            k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if k.startswith(prefixes)
+        }
 
     def input_layer(self, subject: int) -> nn.Module:
         """The subject's input layer (the shared one for template-space data)."""
