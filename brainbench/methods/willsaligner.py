@@ -34,7 +34,9 @@ constructor argument.
 5. **Stage 2** (also in :meth:`pretrain`): experts, router and subject embeddings train on the same subjects
    with the backbone at ``stage2_backbone_lr_scale`` times the learning rate (0: frozen) [choice]. Stage-1 and
    stage-2 weights are cached together (safetensors) and reused; the cache record holds each pre-training
-   subject's validation top-1 after stage 1 and after stage 2 and its router usage.
+   subject's validation top-1 after stage 1 and after stage 2 and its router usage. Stage 1 is also cached on
+   its own, keyed by :data:`STAGE1_ARGS` and the data (:func:`stage1_cache`), so plug-in variants (``K``,
+   rank, router) share it.
 6. **Fitting the requested subject** (:meth:`fit`): a new subject embedding (initialised at the mean of the
    pre-training subjects'), the router and experts train at ``max_lr``, the backbone (including the shared
    input layer) at ``adapt_backbone_lr_scale * max_lr``; a per-subject input layer is new and trains at
