@@ -219,7 +219,7 @@ class WillsAligner(DecoderModule):
         stage2_backbone_lr_scale: float = 0.0,
         pretrain_max_lr: float = 1e-3,
         max_lr: float = 1e-3,
-        adapt_backbone_lr_scale: float = 0.1,
+        adapt_backbone_lr_scale: float = 1.0,
         weight_decay: float = 1e-2,
     ) -> None:
         super().__init__(n_voxels, target_shapes)
