@@ -209,3 +209,22 @@ def test_world_transforms_align_subjects_better_than_native_grids(tmp_path):
     assert layout.template_mask.is_file()
     files = sorted(p.name for p in layout.transform(2, "func1pt8", "MNI").parent.iterdir())
     assert files == ["MNI-to-func1pt8.nii.gz", "func1pt8-to-MNI.nii.gz"]
+
+
+def test_preparation_without_group_mask_keeps_native_space_working(root, tmp_path, caplog):
+    from brainbench.data.preparation import prepare_dataset
+
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy)
+    (copy / "nsddata/templates/nsdgeneral_group-MNI.nii.gz").unlink()
+    caplog.set_level("WARNING")
+    prepared = prepare_dataset(
+        "nsd", 1, home=tmp_path / "home", data_root=copy, val_fraction=0.2, progress=False
+    )
+    assert (prepared / "manifest.json").is_file() and not (prepared / "template.npz").exists()
+    assert "nsdgeneral_group-MNI.nii.gz" in caplog.text
+    with pytest.raises(MissingFileError, match="space: native"):
+        FMRIDataModule(prepared, backbone="world-clip:v1", space="template", verify=False)
+    tf.add_transforms(copy)  # the mask is back: the next preparation adds template.npz to the same folder
+    assert prepare_dataset("nsd", 1, home=tmp_path / "home", data_root=copy, val_fraction=0.2, progress=False)
+    assert (prepared / "template.npz").is_file()

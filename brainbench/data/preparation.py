@@ -18,7 +18,7 @@ from filelock import FileLock
 from brainbench.data.manifest import Manifest
 from brainbench.data.registry import get_dataset, obtain_raw, prepare
 from brainbench.data.sources.nsd_transforms import ensure_template
-from brainbench.errors import ConfigError
+from brainbench.errors import BrainbenchError, ConfigError
 
 log = logging.getLogger("brainbench")
 
@@ -82,5 +82,10 @@ def prepare_dataset(
             log.info("preparing %s subject %d -> %s", dataset, subject, prepared)
             prepare(entry, raw_root, subject, prepared, version=version, options=options, progress=progress)
         if entry.adapter == "nsd":  # template-space resampling, when the raw root has the NSD transforms
-            ensure_template(prepared, raw_root, subject)
+            try:
+                ensure_template(prepared, raw_root, subject)
+            except (
+                BrainbenchError
+            ) as error:  # only template-space runs need it, and they fail clearly without
+                log.warning("no template space for %s: %s", prepared, error)
         return prepared
