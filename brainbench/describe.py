@@ -22,6 +22,9 @@ from brainbench.methods import build_method, load_method_config
 #: voxels of subject 1 at each scale: NSD nsdgeneral (subj01), GOD VC (Horikawa & Kamitani 2017 sub-01),
 #: CC2017 (Wen et al. 2018, the visual-cortex selection used by NeuroClips), the small world's nsdgeneral.
 SCALE_VOXELS: dict[str, int] = {"nsd": 15724, "god": 4466, "cc2017": 13447, "world": 2520}
+#: voxels of the group template mask for configs with ``data.space: template`` (NSD transforms): the small
+#: world's, and for NSD an estimate (subj01's nsdgeneral volume, 15724 x 1.8^3 mm^3, on the 1 mm MNI grid)
+TEMPLATE_VOXELS: dict[str, int] = {"nsd": 91_703, "world": 2908}
 
 #: captions per stimulus assumed for ``clip_captions`` (NSD/COCO: 5; the world: up to 5)
 N_CAPTIONS = 5
@@ -109,8 +112,11 @@ def scale_shapes(config: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"no reference voxel count for scale {scale!r}; known: {sorted(SCALE_VOXELS)}")
     data = config.get("data") or {}
     targets = list(data.get("targets") or ["clip_tokens"])
+    voxels = TEMPLATE_VOXELS if data.get("space") == "template" else SCALE_VOXELS
+    if scale not in voxels:
+        raise ConfigError(f"no template voxel count for scale {scale!r}; known: {sorted(voxels)}")
     return {
-        "n_voxels": SCALE_VOXELS[scale],
+        "n_voxels": voxels[scale],
         "target_shapes": backbone_target_shapes(str(data["backbone"]), targets),
     }
 

@@ -24,7 +24,7 @@ import json
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -37,6 +37,7 @@ from brainbench.data.feature_cache import FeatureCache, cache_dir_for
 from brainbench.data.in_memory import InMemoryTrainingSet
 from brainbench.data.manifest import Manifest, rebuild_fix
 from brainbench.data.shards import Sample, decode_sample, shard_handler, verify_checksums
+from brainbench.data.sources.nsd_transforms import load_template_matrix
 from brainbench.errors import ConfigError, DataFormatError
 
 
@@ -63,6 +64,9 @@ class FMRIDataModule(L.LightningDataModule):
         in_memory: decode the training split once and serve every epoch from memory
             (:class:`~brainbench.data.in_memory.InMemoryTrainingSet`); ``None`` does so when its voxels
             take at most ``IN_MEMORY_LIMIT_BYTES``, ``False`` streams the shards every epoch.
+        space: ``native`` serves the subject's own voxel vector; ``template`` resamples it onto the group
+            template mask with the prepared folder's ``template.npz`` (NSD anatomical transforms, see
+            :mod:`brainbench.data.sources.nsd_transforms`), so every subject has the same voxels.
     """
 
     IN_MEMORY_LIMIT_BYTES = 4 * 2**30
@@ -81,6 +85,7 @@ class FMRIDataModule(L.LightningDataModule):
         val_average: bool = True,
         train_sessions: int | None = None,
         in_memory: bool | None = None,
+        space: Literal["native", "template"] = "native",
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -98,14 +103,18 @@ class FMRIDataModule(L.LightningDataModule):
         self.train_sessions = None if train_sessions is None else int(train_sessions)
         self.manifest = Manifest.load(self.data_dir)
         self.in_memory = in_memory
+        if space not in ("native", "template"):
+            raise ConfigError(f"space must be native or template, not {space!r}")
+        self.space = space
+        self._template = load_template_matrix(self.data_dir) if space == "template" else None
         self.cache: FeatureCache | None = None
         self._n_train_kept: int | None = None
         self._train_in_memory: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @property
     def n_voxels(self) -> int:
-        """Length of the voxel vector of this prepared subject."""
-        return self.manifest.n_voxels
+        """Length of the voxel vector of this prepared subject (template voxels in template space)."""
+        return self.manifest.n_voxels if self._template is None else int(self._template.shape[0])
 
     def prepare_data(self, progress: bool = True) -> None:
         """Computes the feature cache of the backbone for this dataset's stimuli (once; reused after)."""
@@ -179,6 +188,8 @@ class FMRIDataModule(L.LightningDataModule):
 
     def _item(self, sample: Sample) -> dict[str, Any]:
         voxels = sample.voxels.astype(np.float32)
+        if self._template is not None:
+            voxels = (self._template @ voxels).astype(np.float32)
         if not np.isfinite(voxels).all():
             raise DataFormatError(
                 self.data_dir,

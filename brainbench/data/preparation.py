@@ -17,7 +17,8 @@ from filelock import FileLock
 
 from brainbench.data.manifest import Manifest
 from brainbench.data.registry import get_dataset, obtain_raw, prepare
-from brainbench.errors import ConfigError
+from brainbench.data.sources.nsd_transforms import ensure_template
+from brainbench.errors import BrainbenchError, ConfigError
 
 log = logging.getLogger("brainbench")
 
@@ -77,7 +78,14 @@ def prepare_dataset(
                     f"{prepared} was prepared with other options {changed} (recorded, requested); delete it "
                     "or use another --home to prepare it again"
                 )
-            return prepared
-        log.info("preparing %s subject %d -> %s", dataset, subject, prepared)
-        prepare(entry, raw_root, subject, prepared, version=version, options=options, progress=progress)
+        else:
+            log.info("preparing %s subject %d -> %s", dataset, subject, prepared)
+            prepare(entry, raw_root, subject, prepared, version=version, options=options, progress=progress)
+        if entry.adapter == "nsd":  # template-space resampling, when the raw root has the NSD transforms
+            try:
+                ensure_template(prepared, raw_root, subject)
+            except (
+                BrainbenchError
+            ) as error:  # only template-space runs need it, and they fail clearly without
+                log.warning("no template space for %s: %s", prepared, error)
         return prepared

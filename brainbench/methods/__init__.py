@@ -40,6 +40,7 @@ METHODS: Registry[type] = Registry(
         "mindtuner": "brainbench.methods.mindtuner:MindTuner",
         "neuroclips": "brainbench.methods.neuroclips:NeuroClips",
         "ridge": "brainbench.methods.ridge:RidgeDecoder",
+        "willsaligner": "brainbench.methods.willsaligner:WillsAligner",
     },
     entry_point_group="brainbench.methods",
 )

@@ -25,6 +25,7 @@ from brainbench.world.encoding import simulate_subject
 from brainbench.world.features import compute_features
 from brainbench.world.nsd_writer import is_complete, write_nsd_design, write_nsd_subject
 from brainbench.world.stimuli import generate_stimuli
+from brainbench.world.templates import write_world_transforms
 from brainbench.world.types import StimulusSet
 
 WORLD_BACKBONE = "world-clip:v1"
@@ -82,6 +83,7 @@ def generate_world(
     if unknown:
         raise ConfigError(f"world {config.version} has subjects 1..{config.n_subjects}; got {unknown}")
     _check_or_write_world_file(root, config)
+    write_world_transforms(root, config, subjects)  # cheap (anatomy only); added to v1 worlds in place
     design = make_design(config)
     todo = [s for s in subjects if not is_complete(root, s)]
     if is_complete(root) and not todo:

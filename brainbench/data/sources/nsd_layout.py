@@ -8,6 +8,8 @@ doi:10.1038/s41593-021-00962-x), plus the COCO 2017 annotations placed where ``n
     nsddata/ppdata/subjAA/behav/responses.tsv
     nsddata/ppdata/subjAA/func1pt8mm/brainmask.nii.gz
     nsddata/ppdata/subjAA/func1pt8mm/roi/<atlas>.nii.gz
+    nsddata/ppdata/subjAA/transforms/{func1pt8-to-MNI,MNI-to-func1pt8}.nii.gz
+    nsddata/templates/nsdgeneral_group-MNI.nii.gz  (brainbench's group template mask, not in the NSD release)
     nsddata/freesurfer/{subjAA,fsaverage}/label/<atlas>.mgz.ctab
     nsddata_betas/ppdata/subjAA/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_sessionXX.{nii.gz,hdf5}
     nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5
@@ -97,6 +99,15 @@ class NsdLayout:
         """``freesurfer/<subjAA|fsaverage>/label/<atlas>.mgz.ctab`` label table."""
         who = "fsaverage" if subject is None else subject_dir_name(subject)
         return self.root / "nsddata" / "freesurfer" / who / "label" / f"{atlas}.mgz.ctab"
+
+    def transform(self, subject: int, source: str, target: str) -> Path:
+        """``ppdata/subjAA/transforms/{source}-to-{target}.nii.gz`` (e.g. ``func1pt8``, ``MNI``)."""
+        return self.ppdata(subject) / "transforms" / f"{source}-to-{target}.nii.gz"
+
+    @property
+    def template_mask(self) -> Path:
+        """The group ``nsdgeneral`` mask on the template (MNI) grid: the voxels of template space."""
+        return self.root / "nsddata" / "templates" / "nsdgeneral_group-MNI.nii.gz"
 
     def betas_dir(self, subject: int) -> Path:
         """``nsddata_betas/ppdata/subjAA/func1pt8mm/betas_fithrf_GLMdenoise_RR``."""
