@@ -26,6 +26,7 @@ EXAMPLES = """examples:
   brainbench bench --method litemind --trainer.max_epochs=5 --model.init_args.lr=1e-3 --print-config
   brainbench bench --method litemind --dataset nsd --data-root /data/nsd --backbone ViT-L-14:openai
   brainbench bench --method litemind --dataset world-god --subject 1   # zero-shot on held-out categories
+  brainbench bench --method willsaligner --subject 1 --train-sessions 1   # few-shot: one session of subject 1
   brainbench prepare nsd --root /data/nsd --subject 1 --out /data/prepared/nsd/subj01
   brainbench prepare god --root /data/god --subject 1 --out /data/prepared/god/subj01 --image-size 224
   brainbench prepare cc2017 --root /data/cc2017 --subject 1 --out /data/prepared/cc2017/subj01

@@ -444,14 +444,21 @@ def _parse_overrides(parser: ArgumentParser, keys: set[str], tokens: list[str]) 
         raise _one_line(error, "command line") from None
 
 
+#: short flags for config keys: ``--generator KIND`` is ``--generator.kind=KIND``, ``--train-sessions N`` (the
+#: few-shot protocol of MindTuner and Wills Aligner: the fitted subject's first N sessions) is
+#: ``--data.train_sessions=N``
+SHORT_FLAGS = {"--generator": "--generator.kind", "--train-sessions": "--data.train_sessions"}
+
+
 def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``(request tokens, config override tokens)``; ``--generator KIND`` is ``--generator.kind=KIND``."""
+    """``(request tokens, config override tokens)``, with the :data:`SHORT_FLAGS` expanded."""
     request, sections = [], []
     tokens = list(argv)
     while tokens:
         token = tokens.pop(0)
-        if token == "--generator" or token.startswith("--generator="):
-            token = "--generator.kind" + token[len("--generator") :]
+        for short, key in SHORT_FLAGS.items():
+            if token == short or token.startswith(f"{short}="):
+                token = key + token[len(short) :]
         if token.startswith(_SECTION_PREFIXES):
             if "=" not in token and tokens and not tokens[0].startswith("--"):
                 token = f"{token}={tokens.pop(0)}"

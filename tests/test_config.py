@@ -18,6 +18,7 @@ from brainbench.config import (
     docstring_help,
     load_run_config,
     parse_bench_args,
+    split_argv,
 )
 from brainbench.errors import ConfigError
 from brainbench.methods import CONFIG_ROOT, list_methods, list_scales, load_method_config
@@ -252,3 +253,11 @@ def test_bench_help_lists_the_model_options_of_the_method(capsys):
     text = capsys.readouterr().out
     assert "--model.init_args.warmup_epochs" in text and "--trainer.max_epochs" in text
     assert "--data-root" in text and "--quiet" in text
+
+
+def test_short_flags_are_config_keys():
+    request, sections = split_argv(
+        ["--method", "mindtuner", "--train-sessions", "1", "--generator=retrieval"]
+    )
+    assert request == ["--method", "mindtuner"]
+    assert sections == ["--data.train_sessions=1", "--generator.kind=retrieval"]
