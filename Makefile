@@ -11,6 +11,11 @@ DATA_ROOT ?=
 DEVICES ?=
 NODES ?=
 ARGS ?=
+SITES ?= 8
+MISSING ?= 0.5
+ROUNDS ?=
+# `make federate` runs METHOD when it is given (command line or environment), else pmcmfl
+FEDERATED_METHOD := $(if $(filter command line environment,$(origin METHOD)),$(METHOD),pmcmfl)
 PERF_METHODS ?=
 PERF_HOME := $(or $(BRAINBENCH_HOME),$(HOME)/.cache/brainbench)
 PERF_SUBJECT := $(PERF_HOME)/prepared/world-nsd-v1-small/subj01
@@ -18,7 +23,7 @@ PERF_SUBJECT := $(PERF_HOME)/prepared/world-nsd-v1-small/subj01
 # status still fails the recipe.
 QUIET_PIP := sed '/is ignored: it is neither a file nor a directory/d'
 
-.PHONY: setup bench leaderboard perf test test-fast lint format list clean
+.PHONY: setup bench federate leaderboard perf test test-fast lint format list clean
 
 setup: $(VENV)/.installed
 
@@ -26,7 +31,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
 	$(BIN)/pip install -q -c constraints.txt torch torchvision 2>&1 | $(QUIET_PIP)
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev]" 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev,federated]" 2>&1 | $(QUIET_PIP)
 	$(BIN)/python -c "import torch, torchvision, brainbench; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $@
 
@@ -36,6 +41,13 @@ bench: setup
 	$(BIN)/brainbench bench --method $(METHOD) --subject $(SUBJECT) $(if $(DATASET),--dataset $(DATASET)) \
 		$(if $(DATA_ROOT),--data-root $(DATA_ROOT)) \
 		$(if $(DEVICES),--devices $(DEVICES) --strategy ddp) $(if $(NODES),--num-nodes $(NODES)) $(ARGS)
+
+# Federated decoding on Flower (README "Federated runs"): METHOD=pmcmfl (or pmcmfl-nocontrast, fedavg-zero,
+# fedavg-random, fedavg-pairs, centralised) across SITES sites with modality-missing probability MISSING,
+# in Flower's in-process simulation; a row goes to leaderboards/<dataset>/federated.csv.
+federate: setup
+	$(BIN)/brainbench federate --method $(FEDERATED_METHOD) --sites $(SITES) \
+		--missing $(MISSING) $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(DATASET),--dataset $(DATASET)) $(ARGS)
 
 # Speed tables (benchmarks/README.md): training step vs matmul peak and vs the loader, evaluator cost, shard
 # reading, and `make bench` wall time per method (every world config, about 20 min with the worlds cached;
