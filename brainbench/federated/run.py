@@ -15,7 +15,7 @@ import json
 import resource
 import time
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from brainbench.data.manifest import Manifest
 from brainbench.data.preparation import default_home, prepare_dataset
@@ -23,6 +23,9 @@ from brainbench.federated.config import FederatedConfig
 from brainbench.federated.engine import engine_version
 from brainbench.federated.model import build_shared
 from brainbench.leaderboard.store import RunRecord, append_federated_row
+
+if TYPE_CHECKING:
+    from brainbench.federated.server_app import ReplyObserver
 
 METHOD_VERSION = "1"
 #: history metric -> leaderboard metric id
@@ -88,11 +91,12 @@ def federate(
     mode: Mode = "simulation",
     leaderboards: Path | None = Path("leaderboards"),
     runs: Path = Path("runs"),
+    observer: ReplyObserver | None = None,
 ) -> dict[str, object]:
     """Run ``config`` and append its row (unless ``leaderboards`` is ``None``); returns the row.
 
     The run's outputs (global model, prototypes, ``history.json``, ``row.json``) go to
-    ``runs/federated/<time>-<method>-p<missing>``.
+    ``runs/federated/<time>-<method>-p<missing>``. ``observer`` sees every round's replies (simulation only).
     """
     out = Path(config.out_dir) if config.out_dir else None
     if out is None:
@@ -102,7 +106,7 @@ def federate(
     if mode == "simulation":
         from brainbench.federated.simulation import simulate
 
-        simulate(config)
+        simulate(config, observer)
     else:
         from brainbench.federated.deployment import deploy_loopback
 
