@@ -115,22 +115,9 @@ def test_federate_appends_a_row_and_no_site_sends_voxels_or_its_input_layers(tin
     assert (tmp_path / "out" / "global_model.pt").is_file()
 
 
-def _flower_processes(flwr_home: Path) -> list[int]:
-    """Processes of this user whose environment names ``flwr_home`` (what the deployment started)."""
-    marker = f"FLWR_HOME={flwr_home}".encode()
-    found = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        try:
-            if marker in environ.read_bytes().split(b"\0"):
-                found.append(int(environ.parent.name))
-        except OSError:
-            continue
-    return found
-
-
 @pytest.mark.slow
 def test_loopback_deployment_trains_the_same_model_as_the_simulation(tiny_world, tmp_path):
-    from brainbench.federated.deployment import deploy_loopback
+    from brainbench.federated.deployment import deploy_loopback, processes_with_home
     from brainbench.federated.simulation import simulate
 
     simulated = tiny_config(tiny_world, tmp_path / "sim")
@@ -138,7 +125,7 @@ def test_loopback_deployment_trains_the_same_model_as_the_simulation(tiny_world,
     deployed = simulated.replace(out_dir=str(tmp_path / "deployed"))
     deploy_loopback(deployed, tmp_path / "deployment")
 
-    assert _flower_processes(tmp_path / "deployment" / "flwr-home") == []  # no daemon left behind
+    assert processes_with_home(tmp_path / "deployment" / "flwr-home") == []  # no daemon left behind
     sim_model = torch.load(tmp_path / "sim" / "global_model.pt")
     dep_model = torch.load(tmp_path / "deployed" / "global_model.pt")
     assert sim_model.keys() == dep_model.keys()

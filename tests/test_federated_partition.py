@@ -67,3 +67,25 @@ def test_config_round_trips_through_flowers_run_config():
     with pytest.raises(ConfigError):
         FederatedConfig(method="fedprox")
     assert load_federated_config("world", rounds=3).rounds == 3
+
+
+def test_a_missing_flower_gives_one_error_naming_the_extra(monkeypatch):
+    import sys
+
+    from brainbench.federated.engine import require_flower
+
+    monkeypatch.setitem(sys.modules, "flwr", None)  # `import flwr` now raises ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'brainbench\[federated\]'"):
+        require_flower()
+
+
+def test_brainbench_imports_without_flower():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['flwr'] = None\n"
+        "import brainbench.cli, brainbench.federated.run, brainbench.federated.local\n"
+        "assert 'flwr.app' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

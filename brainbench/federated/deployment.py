@@ -82,36 +82,35 @@ def _start(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Pop
     return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (Linux ``/proc/<pid>/task/<tid>/children``), deepest last."""
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        parent = stack.pop()
-        for children in Path(f"/proc/{parent}/task").glob("*/children"):
-            try:
-                kids = [int(k) for k in children.read_text().split()]
-            except OSError:
-                continue
-            found += kids
-            stack += kids
-    return found
+def processes_with_home(flwr_home: Path) -> list[int]:
+    """Processes whose environment has ``FLWR_HOME=<flwr_home>``: what one deployment started, however deep.
+
+    Each deployment has a ``FLWR_HOME`` of its own, and every process Flower starts inherits it (SuperLink,
+    its executor, the ServerApp it starts in a session of its own, SuperNodes, their ClientApp processes).
+    """
+    marker = f"FLWR_HOME={flwr_home}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return [pid for pid in found if pid != os.getpid()]
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
     try:
         os.kill(pid, sig)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
 
 
-def stop(processes: list[subprocess.Popen], grace_seconds: float = 10.0) -> None:
-    """Stop each started process and everything it started, SIGTERM then SIGKILL, by process id.
+def stop(processes: list[subprocess.Popen], flwr_home: Path, grace_seconds: float = 10.0) -> None:
+    """Stop the started processes and everything they started (:func:`processes_with_home`), by process id.
 
-    A SuperLink's executor starts the ServerApp in a session of its own, so process groups are not enough.
+    SIGTERM, then SIGKILL after ``grace_seconds``; returns when none is left (or after 10 s more).
     """
-    started = [p.pid for p in processes]
-    tree = [pid for p in processes if p.poll() is None for pid in descendants(p.pid)]
     for process in processes:
         if process.poll() is None:
             _signal(process.pid, signal.SIGTERM)
@@ -122,9 +121,13 @@ def stop(processes: list[subprocess.Popen], grace_seconds: float = 10.0) -> None
         except subprocess.TimeoutExpired:
             _signal(process.pid, signal.SIGKILL)
             process.wait()
-    for pid in tree:
-        if pid not in started and Path(f"/proc/{pid}").exists():
+    for _ in range(50):
+        left = processes_with_home(flwr_home)
+        if not left:
+            return
+        for pid in left:
             _signal(pid, signal.SIGKILL)
+        time.sleep(0.2)
 
 
 def deploy_loopback(config: FederatedConfig, workdir: Path, timeout_seconds: float = 1800) -> Path:
@@ -201,5 +204,5 @@ def deploy_loopback(config: FederatedConfig, workdir: Path, timeout_seconds: flo
                 f"  fix: read {workdir}/superlink.log and supernode-*.log"
             )
     finally:
-        stop(processes)
+        stop(processes, flwr_home)
     return Path(config.out_dir)

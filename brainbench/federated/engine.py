@@ -25,12 +25,17 @@ INSTALL_HINT = "pip install 'brainbench[federated]'"
 
 
 def flower_environment(flwr_home: Path | None = None) -> dict[str, str]:
-    """Set (where unset) the offline variables in ``os.environ``; returns them (for subprocesses too)."""
+    """Set (where unset) the offline variables in ``os.environ`` and return them for subprocesses.
+
+    ``flwr_home`` (a deployment's own Flower home) is added to the returned dict only, never to this
+    process's environment.
+    """
     for key, value in OFFLINE_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+    env = {k: os.environ[k] for k in OFFLINE_ENVIRONMENT}
     if flwr_home is not None:
-        os.environ["FLWR_HOME"] = str(flwr_home)
-    return {k: os.environ[k] for k in (*OFFLINE_ENVIRONMENT, "FLWR_HOME") if k in os.environ}
+        env["FLWR_HOME"] = str(flwr_home)
+    return env
 
 
 def require_flower() -> ModuleType:

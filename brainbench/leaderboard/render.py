@@ -184,9 +184,20 @@ class BoardSection:
         return re.sub(r"[^A-Za-z0-9]+", "-", "-".join(p for p in parts if p)).strip("-").lower()
 
 
-# ``config`` and ``generator`` keep ablations (another config, another generator) in rows of their own
-_EVALUATED_LABELS = ("method", "method_version", "config", "subject", "backbone", "generator", "postprocess")
-_OPTIONAL_LABELS = ("config", "generator")  # shown only in sections where some row has them
+# ``config`` and ``generator`` keep ablations (another config, another generator) in rows of their own; a
+# federated board's key columns (store.FEDERATED_KEY_COLUMNS) keep federations apart
+_FEDERATED_LABELS = ("sites", "rounds", "missing_p", "engine")
+_EVALUATED_LABELS = (
+    "method",
+    "method_version",
+    "config",
+    "subject",
+    "backbone",
+    "generator",
+    *_FEDERATED_LABELS,
+    "postprocess",
+)
+_OPTIONAL_LABELS = ("config", "generator", *_FEDERATED_LABELS)  # shown only in sections where a row has them
 _REPORTED_LABELS = ("method", "subject", "split", "postprocess", "source", "page")
 
 
