@@ -71,17 +71,25 @@ def voxel_like_arrays(shapes: dict[str, dict[str, tuple[int, ...]]], n_voxels: s
     ]
 
 
-def test_federate_appends_a_row_and_no_site_sends_voxels_or_its_input_layers(tiny_world, tmp_path):
-    from flwr.app import ArrayRecord, RecordDict
-
+@pytest.fixture(scope="module")
+def simulated(tiny_world, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One ``federate`` run in the simulation (2 sites, 2 rounds), with the shapes of every reply."""
+    tmp = tmp_path_factory.mktemp("federated-sim")
     replies = []
-    config = tiny_config(tiny_world, tmp_path / "out")
+    config = tiny_config(tiny_world, tmp / "out")
     row = federate(
         config,
-        leaderboards=tmp_path / "lb",
-        runs=tmp_path / "runs",
+        leaderboards=tmp / "lb",
+        runs=tmp / "runs",
         observer=lambda r, messages: replies.append((r, [array_shapes(m.content) for m in messages])),
     )
+    return {"config": config, "row": row, "replies": replies, "tmp": tmp}
+
+
+def test_federate_appends_a_row_and_no_site_sends_voxels_or_its_input_layers(tiny_world, simulated):
+    from flwr.app import ArrayRecord, RecordDict
+
+    config, replies, tmp_path, row = (simulated[k] for k in ("config", "replies", "tmp", "row"))
 
     # what the sites sent: two rounds, two sites, only the shared weights, prototypes and numbers
     assert [(r, len(m)) for r, m in replies] == [(1, 2), (2, 2)]
@@ -116,21 +124,18 @@ def test_federate_appends_a_row_and_no_site_sends_voxels_or_its_input_layers(tin
 
 
 @pytest.mark.slow
-def test_loopback_deployment_trains_the_same_model_as_the_simulation(tiny_world, tmp_path):
+def test_loopback_deployment_trains_the_same_model_as_the_simulation(simulated, tmp_path):
     from brainbench.federated.deployment import deploy_loopback, processes_with_home
-    from brainbench.federated.simulation import simulate
 
-    simulated = tiny_config(tiny_world, tmp_path / "sim")
-    simulate(simulated)
-    deployed = simulated.replace(out_dir=str(tmp_path / "deployed"))
+    deployed = simulated["config"].replace(out_dir=str(tmp_path / "deployed"))
     deploy_loopback(deployed, tmp_path / "deployment")
 
     assert processes_with_home(tmp_path / "deployment" / "flwr-home") == []  # no daemon left behind
-    sim_model = torch.load(tmp_path / "sim" / "global_model.pt")
+    sim_model = torch.load(simulated["tmp"] / "out" / "global_model.pt")
     dep_model = torch.load(tmp_path / "deployed" / "global_model.pt")
     assert sim_model.keys() == dep_model.keys()
     for name in sim_model:
         assert torch.equal(sim_model[name], dep_model[name]), name
-    sim_library = torch.load(tmp_path / "sim" / "prototypes.pt")
+    sim_library = torch.load(simulated["tmp"] / "out" / "prototypes.pt")
     dep_library = torch.load(tmp_path / "deployed" / "prototypes.pt")
     assert all(torch.equal(sim_library[m], dep_library[m]) for m in sim_library)
