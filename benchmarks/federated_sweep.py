@@ -23,10 +23,19 @@ METHODS = ("pmcmfl", "pmcmfl-nocontrast", "fedavg-zero", "fedavg-random", "fedav
 MISSING = (0.0, 0.3, 0.5, 0.7)
 
 
-def sweep(seeds: list[int], leaderboards: Path, sites: int, rounds: int | None) -> None:
+def sweep(
+    seeds: list[int],
+    leaderboards: Path,
+    sites: int,
+    rounds: int | None,
+    missing: list[float],
+    methods: list[str],
+    with_centralised: bool,
+) -> None:
     for seed in seeds:
         base = load_federated_config("world", seed=seed, sites=sites, rounds=rounds)
-        runs = [centralised(base)] + [base.replace(method=m, missing=p) for p in MISSING for m in METHODS]
+        runs = [centralised(base)] if with_centralised else []
+        runs += [base.replace(method=m, missing=p) for p in missing for m in methods]
         for config in runs:
             row = federate(config, leaderboards=leaderboards)
             print(format_row(row), flush=True)
@@ -36,10 +45,11 @@ def table(csv: Path, sites: int) -> str:
     rows = read_leaderboard(csv)
     rows = rows[rows["engine"].str.endswith(":simulation")]
     lines = []
-    for mode in ("multimodal", "fmri_only"):
-        metric = METRIC_IDS[f"top1_{mode}"]
+    for kind, mode in [(k, m) for k in ("top1", "map") for m in ("multimodal", "fmri_only")]:
+        metric = METRIC_IDS[f"{kind}_{mode}"]
+        title = {"top1": "top-1 category", "map": "mean average precision"}[kind]
         lines += [
-            f"\n**top-1 category, {mode.replace('_', '-')} inference** (mean ± sd over seeds; n = seeds)\n",
+            f"\n**{title}, {mode.replace('_', '-')} inference** (mean ± sd over seeds; n = seeds)\n",
             "| method | " + " | ".join(f"p = {p:g}" for p in MISSING) + " |",
             "|---|" + "---:|" * len(MISSING),
         ]
@@ -68,13 +78,24 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--sites", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--missing", type=float, nargs="*", default=list(MISSING))
+    parser.add_argument("--methods", nargs="*", default=list(METHODS))
+    parser.add_argument("--no-centralised", action="store_true", help="skip the centralised run")
     parser.add_argument("--leaderboards", type=Path, default=Path("leaderboards"))
     parser.add_argument("--table", action="store_true", help="print the card's table from the CSV and exit")
     args = parser.parse_args(argv)
     if args.table:
         print(table(args.leaderboards / "world-nsd" / "federated.csv", args.sites))
         return 0
-    sweep(args.seeds, args.leaderboards, args.sites, args.rounds)
+    sweep(
+        args.seeds,
+        args.leaderboards,
+        args.sites,
+        args.rounds,
+        args.missing,
+        args.methods,
+        not args.no_centralised,
+    )
     return 0
 
 

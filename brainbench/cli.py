@@ -198,7 +198,7 @@ def _add_federate(sub: typing.Any) -> None:  # noqa: ANN401
 
 def _federate(args: argparse.Namespace) -> None:
     from brainbench.federated.config import load_federated_config
-    from brainbench.federated.run import federate, format_row
+    from brainbench.federated.run import centralised, federate, format_row
 
     config = load_federated_config(
         args.config,
@@ -211,6 +211,8 @@ def _federate(args: argparse.Namespace) -> None:
         dirichlet_alpha=args.dirichlet_alpha,
         seed=args.seed,
     )
+    if config.method == "centralised":  # the upper bound: one site holding every subject, nothing missing
+        config = centralised(config)
     row = federate(config, mode=args.engine, leaderboards=args.leaderboards, runs=args.runs)
     print(format_row(row))
 
