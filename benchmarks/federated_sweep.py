@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from brainbench.errors import BrainbenchError
 from brainbench.federated.config import load_federated_config
 from brainbench.federated.run import METRIC_IDS, centralised, federate, format_row
 from brainbench.leaderboard.store import read_leaderboard
@@ -37,7 +38,11 @@ def sweep(
         runs = [centralised(base)] if with_centralised else []
         runs += [base.replace(method=m, missing=p) for p in missing for m in methods]
         for config in runs:
-            row = federate(config, leaderboards=leaderboards)
+            try:
+                row = federate(config, leaderboards=leaderboards)
+            except BrainbenchError as error:  # a failed run leaves no row; the others go on
+                print(f"FAILED {config.method} p={config.missing} seed={config.seed}: {error}", flush=True)
+                continue
             print(format_row(row), flush=True)
 
 

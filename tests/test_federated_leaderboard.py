@@ -47,3 +47,20 @@ def test_rendered_board_keeps_each_missing_probability_in_its_own_row(tmp_path):
     assert "| missing_p |" in text
     assert "0.100" in text and "0.300" in text  # two rows, not one mean of 0.200
     assert "0.200" not in text
+
+
+def test_a_round_without_every_site_fails_instead_of_averaging_the_rest():
+    from types import SimpleNamespace
+
+    from brainbench.federated.server_app import PrototypeFedAvg, SiteFailed
+
+    def reply(error=None):
+        return SimpleNamespace(has_error=lambda: error is not None, error=SimpleNamespace(reason=error))
+
+    strategy = PrototypeFedAvg(expected_sites=3)
+    ok = [reply(), reply(), reply()]
+    assert strategy._all_sites(1, ok, "train") == ok
+    with pytest.raises(SiteFailed, match="2 of 3 sites"):
+        strategy._all_sites(1, [reply(), reply(), reply("OutOfMemoryError")], "train")
+    with pytest.raises(SiteFailed, match="2 of 3 sites"):
+        strategy._all_sites(1, [reply(), reply()], "evaluate")

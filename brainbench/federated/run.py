@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal
 
 from brainbench.data.manifest import Manifest
 from brainbench.data.preparation import default_home, prepare_dataset
+from brainbench.errors import BrainbenchError
 from brainbench.federated.config import FederatedConfig
 from brainbench.federated.engine import engine_version
 from brainbench.federated.model import build_shared
@@ -28,6 +29,12 @@ if TYPE_CHECKING:
     from brainbench.federated.server_app import ReplyObserver
 
 METHOD_VERSION = "1"
+
+
+class RunFailed(BrainbenchError):
+    """A federated run ended without its results."""
+
+
 #: history metric -> leaderboard metric id
 METRIC_IDS: dict[str, str] = {
     "top1_multimodal": "category_top1_multimodal@v1",
@@ -112,6 +119,11 @@ def federate(
 
         deploy_loopback(config, out / "deployment")
     seconds = time.perf_counter() - start
+    if not (out / "history.json").is_file():
+        raise RunFailed(
+            f"the federated run wrote no {out / 'history.json'}: the ServerApp stopped early (its log above "
+            "says why, e.g. a site lost to memory)\n  fix: rerun the same command"
+        )
     history = json.loads((out / "history.json").read_text())
     n_train = int(sum(r["num-examples"] for r in _site_train_counts(history)))
     row = federated_row(

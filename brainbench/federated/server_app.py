@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from brainbench.errors import ConfigError
+from brainbench.errors import BrainbenchError, ConfigError
 from brainbench.federated.config import FederatedConfig
 from brainbench.federated.engine import require_flower
 from brainbench.federated.model import build_shared
@@ -34,20 +34,30 @@ from flwr.serverapp.strategy import FedAvg  # noqa: E402
 ReplyObserver = Callable[[int, list[Message]], None]
 
 
+class SiteFailed(BrainbenchError):
+    """A site did not answer a round, or answered with an error."""
+
+
 class PrototypeFedAvg(FedAvg):
     """FedAvg carrying and aggregating a prototype library next to the model weights.
 
     Args:
         observer: called with ``(round, replies)`` before aggregation (tests inspect what sites send).
         evaluate_rounds: the rounds after which the sites evaluate (``None``: every round).
+        expected_sites: every round must hear from this many sites (``None``: any number).
         **fedavg: FedAvg's arguments.
     """
 
     def __init__(
-        self, observer: ReplyObserver | None = None, evaluate_rounds: set[int] | None = None, **fedavg: object
+        self,
+        observer: ReplyObserver | None = None,
+        evaluate_rounds: set[int] | None = None,
+        expected_sites: int | None = None,
+        **fedavg: object,
     ) -> None:
         super().__init__(**fedavg)  # type: ignore[arg-type]
         self.evaluate_rounds = evaluate_rounds
+        self.expected_sites = expected_sites
         self.library: dict[str, torch.Tensor] | None = None
         self.observer = observer
         self.site_counts: dict[str, dict[str, float]] = {}
@@ -73,11 +83,32 @@ class PrototypeFedAvg(FedAvg):
             return []
         return self._with_library(super().configure_evaluate(server_round, arrays, config, grid))
 
+    def _all_sites(self, server_round: int, replies: list[Message], stage: str) -> list[Message]:
+        """The replies, when every site answered without error; else :class:`SiteFailed`.
+
+        A benchmark row must come from every site: Flower's FedAvg would go on with the sites that
+        answered, so a site lost to a crash or to memory would silently change the federation.
+        """
+        failed = [m.error.reason for m in replies if m.has_error()]
+        if failed or (self.expected_sites is not None and len(replies) != self.expected_sites):
+            raise SiteFailed(
+                f"round {server_round} {stage}: {len(replies) - len(failed)} of {self.expected_sites} sites "
+                f"answered; errors: {[reason[:300] for reason in failed]}\n  fix: rerun (free memory first, "
+                "a Ray worker killed for memory is the usual cause)"
+            )
+        return replies
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """FedAvg's weighted mean of the sites' test metrics, once every site has answered."""
+        return super().aggregate_evaluate(
+            server_round, self._all_sites(server_round, list(replies), "evaluate")
+        )
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """FedAvg of the weights (in site order) and the library's aggregation."""
-        replies = list(replies)
+        replies = self._all_sites(server_round, list(replies), "train")
         good = [m for m in replies if not m.has_error()]
         good.sort(key=lambda m: m.content["metrics"]["site"])
         if self.observer is not None:
@@ -96,7 +127,7 @@ class PrototypeFedAvg(FedAvg):
                 counts.append({m: float(metrics[f"count-{m}"]) for m in MODALITIES})
         if libraries:
             self.library = aggregate_library(libraries, counts)
-        return super().aggregate_train(server_round, good + [m for m in replies if m.has_error()])
+        return super().aggregate_train(server_round, good)
 
 
 def _history(records: dict[int, MetricRecord]) -> dict[str, dict[str, float]]:
@@ -113,6 +144,7 @@ def make_server_app(bound: FederatedConfig | None = None, observer: ReplyObserve
         strategy = PrototypeFedAvg(
             observer=observer,
             evaluate_rounds=config.evaluate_rounds(),
+            expected_sites=config.sites,
             fraction_train=1.0,
             fraction_evaluate=1.0,
             min_train_nodes=config.sites,
