@@ -100,6 +100,8 @@ class PrototypeFedAvg(FedAvg):
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """FedAvg's weighted mean of the sites' test metrics, once every site has answered."""
+        if self.evaluate_rounds is not None and server_round not in self.evaluate_rounds:
+            return None  # nothing was sent this round
         return super().aggregate_evaluate(
             server_round, self._all_sites(server_round, list(replies), "evaluate")
         )
