@@ -40,6 +40,18 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def wait_for_port(port: int, timeout_seconds: float) -> None:
+    """Return once something listens on ``127.0.0.1:port`` (the SuperLink may take seconds to start)."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            probe.settimeout(1.0)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise ConfigError(f"nothing listens on 127.0.0.1:{port} after {timeout_seconds:.0f} s (the SuperLink)")
+
+
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -189,7 +201,8 @@ def deploy_loopback(config: FederatedConfig, workdir: Path, timeout_seconds: flo
                     env,
                 )
             )
-        time.sleep(3)
+        wait_for_port(port, timeout_seconds=120)
+        time.sleep(2)  # the SuperNodes register after the SuperLink listens
         submit = subprocess.run(
             [f"{bin_dir}/flwr", "run", str(app), "loopback", "--stream"],
             env=env,
