@@ -39,9 +39,8 @@ def main() -> None:
     with torch.no_grad():
         reps = _forward(shared, inputs, 1, trials, torch.arange(len(trials)))
         nearest = (F.normalize(reps["fmri"], dim=1) @ F.normalize(library["fmri"], dim=1).T).argmax(dim=1)
-        print(
-            f"nearest fMRI prototype is a scene category: {float(trials.labels[torch.arange(len(trials)), nearest].mean()):.3f}"
-        )
+        hit = float(trials.labels[torch.arange(len(trials)), nearest].mean())
+        print(f"nearest fMRI prototype is a scene category: {hit:.3f}")
         variants = {
             "nearest-fMRI-prototype mask": ("prototype", nearest),
             "true-class mask (oracle)": ("prototype", trials.classes),
