@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from brainbench.federated.config import load_federated_config
-from brainbench.federated.local import _forward, average_precision, site_prototypes, train_site
+from brainbench.federated.local import average_precision, represent, site_prototypes, train_site
 from brainbench.federated.model import SiteInputs, build_shared, fill_missing
 from brainbench.federated.prototypes import init_prototypes
 from brainbench.federated.site_data import load_site
@@ -37,7 +37,7 @@ def main() -> None:
     trials = site.test[1]
     absent = torch.zeros(len(trials), dtype=torch.bool)
     with torch.no_grad():
-        reps = _forward(shared, inputs, 1, trials, torch.arange(len(trials)))
+        reps = represent(shared, inputs, 1, trials, torch.arange(len(trials)))
         nearest = (F.normalize(reps["fmri"], dim=1) @ F.normalize(library["fmri"], dim=1).T).argmax(dim=1)
         hit = float(trials.labels[torch.arange(len(trials)), nearest].mean())
         print(f"nearest fMRI prototype is a scene category: {hit:.3f}")

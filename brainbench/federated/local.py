@@ -72,13 +72,14 @@ def modality_counts(site: SiteData, config: FederatedConfig) -> dict[str, float]
     return counts
 
 
-def _forward(
+def represent(
     shared: SharedDecoder,
     inputs: SiteInputs,
     subject: int,
     trials: Trials,
     rows: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
+    """The ``fmri``, ``image`` and ``text`` representations ``(len(rows), D)`` of ``trials[rows]``."""
     local = inputs({subject: trials.voxels[rows]})[subject]
     return shared.encode(local, trials.image[rows], trials.text[rows])
 
@@ -113,7 +114,7 @@ def train_site(
             trials = site.train[subject]
             present = {m: masks[subject][m][rows] for m in ("image", "text")}
             classes = trials.classes[rows]
-            reps = _forward(shared, inputs, subject, trials, rows)
+            reps = represent(shared, inputs, subject, trials, rows)
             filled = fill_missing(reps, present, config.fill, classes, prototypes, generator)
             fused = shared.fuse(filled)
             logits = shared.head(fused)
@@ -154,7 +155,7 @@ def site_prototypes(
         rows = torch.nonzero(masks[subject]["image"] & masks[subject]["text"]).flatten()
         if len(rows) == 0:
             continue
-        reps = _forward(shared, inputs, subject, trials, rows)
+        reps = represent(shared, inputs, subject, trials, rows)
         reps["fusion"] = shared.fuse(reps)
         for m in MODALITIES:
             reps_all[m].append(reps[m])
@@ -204,7 +205,7 @@ def evaluate_site(
     labels = []
     for subject, trials in site.test.items():
         rows = torch.arange(len(trials))
-        reps = _forward(shared, inputs, subject, trials, rows)
+        reps = represent(shared, inputs, subject, trials, rows)
         logits["multimodal"].append(shared.head(shared.fuse(reps)))
         absent = torch.zeros(len(rows), dtype=torch.bool)
         classes = None
