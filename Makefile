@@ -46,8 +46,7 @@ bench: setup
 # fedavg-random, fedavg-pairs, centralised) across SITES sites with modality-missing probability MISSING,
 # in Flower's in-process simulation; a row goes to leaderboards/<dataset>/federated.csv.
 federate: setup
-	$(BIN)/brainbench federate --method $(FEDERATED_METHOD) --sites $(SITES) \
-		--missing $(MISSING) $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(DATASET),--dataset $(DATASET)) $(ARGS)
+	$(BIN)/brainbench federate --method $(FEDERATED_METHOD) --sites $(SITES) --missing $(MISSING) $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(DATASET),--dataset $(DATASET)) $(ARGS)
 
 # Speed tables (benchmarks/README.md): training step vs matmul peak and vs the loader, evaluator cost, shard
 # reading, and `make bench` wall time per method (every world config, about 20 min with the worlds cached;
