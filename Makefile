@@ -11,6 +11,11 @@ DATA_ROOT ?=
 DEVICES ?=
 NODES ?=
 ARGS ?=
+SITES ?= 8
+MISSING ?= 0.5
+ROUNDS ?=
+# `make federate` runs METHOD when it is given (command line or environment), else pmcmfl
+FEDERATED_METHOD := $(if $(filter command line environment,$(origin METHOD)),$(METHOD),pmcmfl)
 PERF_METHODS ?=
 # the extras the test suite imports ([diffusion]'s transformers and [tracking] are left out: no test needs them)
 SETUP_EXTRAS ?= dev,video,report,publish,federated
@@ -20,7 +25,7 @@ PERF_SUBJECT := $(PERF_HOME)/prepared/world-nsd-v1-small/subj01
 # status still fails the recipe.
 QUIET_PIP := sed '/is ignored: it is neither a file nor a directory/d'
 
-.PHONY: setup bench leaderboard perf test test-fast lint format list clean
+.PHONY: setup bench federate leaderboard perf test test-fast lint format list clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +45,12 @@ BENCH_ARGS = --method $(METHOD) --subject $(SUBJECT) $(if $(DATASET),--dataset $
 
 bench: setup
 	$(BIN)/brainbench bench $(strip $(BENCH_ARGS))
+
+# Federated decoding on Flower (README "Federated runs"): METHOD=pmcmfl (or pmcmfl-nocontrast, fedavg-zero,
+# fedavg-random, fedavg-pairs, centralised) across SITES sites with modality-missing probability MISSING,
+# in Flower's in-process simulation; a row goes to leaderboards/<dataset>/federated.csv.
+federate: setup
+	$(BIN)/brainbench federate --method $(FEDERATED_METHOD) --sites $(SITES) --missing $(MISSING) $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(DATASET),--dataset $(DATASET)) $(ARGS)
 
 # Speed tables (benchmarks/README.md): training step vs matmul peak and vs the loader, evaluator cost, shard
 # reading, and `make bench` wall time per method (every world config, about 20 min with the worlds cached;

@@ -32,6 +32,7 @@ EXAMPLES = """examples:
   brainbench prepare cc2017 --root /data/cc2017 --subject 1 --out /data/prepared/cc2017/subj01
   brainbench prepare mindeye --root /data/mindeyev2 --subject 1 --out /data/prepared/me2/subj01
   brainbench world generate --preset small --subjects 1 2 5 7
+  brainbench federate --method pmcmfl --dataset world-nsd --sites 8 --missing 0.5 --rounds 10
   brainbench describe litemind --scale nsd
   brainbench list
   brainbench leaderboard merge other-machine/retrieval.csv --into leaderboards/world-nsd/retrieval.csv
@@ -157,6 +158,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="train + evaluate one method on one subject, append a leaderboard row (options: bench --help)",
         add_help=False,
     )
+    _add_federate(sub)
     _add_evaluate(sub)
     predict = sub.add_parser(
         "predict",
@@ -252,6 +254,57 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument(
         "--leaderboards", type=Path, default=Path("leaderboards"), help="leaderboard folder (leaderboards)"
     )
+
+
+def _add_federate(sub: typing.Any) -> None:  # noqa: ANN401
+    fed = sub.add_parser(
+        "federate",
+        help="federated decoding on Flower (PmcmFL or a baseline), one SuperNode per site",
+    )
+    fed.add_argument(
+        "--method",
+        default=None,
+        help="pmcmfl, pmcmfl-nocontrast, fedavg-zero, fedavg-random, fedavg-pairs or centralised",
+    )
+    fed.add_argument("--dataset", default=None, help="prepared dataset id (world-nsd)")
+    fed.add_argument("--subjects", default=None, help="'+'-joined subjects the sites hold, e.g. 1+2+5+7")
+    fed.add_argument("--sites", type=int, default=None, help="number of sites (SuperNodes)")
+    fed.add_argument("--missing", type=float, default=None, help="drop probability of each modality")
+    fed.add_argument("--rounds", type=int, default=None, help="federated rounds")
+    fed.add_argument(
+        "--dirichlet-alpha", type=float, default=None, help="label skew across a subject's sites"
+    )
+    fed.add_argument("--seed", type=int, default=None)
+    fed.add_argument("--config", default="world", help="config name under configs/pmcmfl/ or a YAML path")
+    fed.add_argument(
+        "--engine",
+        choices=("simulation", "loopback"),
+        default="simulation",
+        help="in-process simulation, or a SuperLink + one SuperNode per site on 127.0.0.1",
+    )
+    fed.add_argument("--leaderboards", type=Path, default=Path("leaderboards"))
+    fed.add_argument("--runs", type=Path, default=Path("runs"))
+
+
+def _federate(args: argparse.Namespace) -> None:
+    from brainbench.federated.config import load_federated_config
+    from brainbench.federated.run import centralised, federate, format_row
+
+    config = load_federated_config(
+        args.config,
+        method=args.method,
+        dataset=args.dataset,
+        subjects=args.subjects,
+        sites=args.sites,
+        missing=args.missing,
+        rounds=args.rounds,
+        dirichlet_alpha=args.dirichlet_alpha,
+        seed=args.seed,
+    )
+    if config.method == "centralised":  # the upper bound: one site holding every subject, nothing missing
+        config = centralised(config)
+    row = federate(config, mode=args.engine, leaderboards=args.leaderboards, runs=args.runs)
+    print(format_row(row))
 
 
 def _prepare(args: argparse.Namespace) -> typing.Any:  # noqa: ANN401
@@ -383,6 +436,8 @@ def _run(args: argparse.Namespace) -> None:
             args.model_dir, args.repo, token=args.token, endpoint=args.endpoint, private=args.private
         )
         print(f"pushed {len(files)} files of {args.model_dir} to model repo {args.repo}: {url}")
+    elif args.command == "federate":
+        _federate(args)
     elif args.command == "list":
         _list()
     elif args.command == "predict":

@@ -186,7 +186,9 @@ class BoardSection:
         return re.sub(r"[^A-Za-z0-9]+", "-", "-".join(p for p in parts if p)).strip("-").lower()
 
 
-# ``config`` and ``generator`` keep ablations (another config, another generator) in rows of their own
+# ``config`` and ``generator`` keep ablations (another config, another generator) in rows of their own; a
+# federated board's key columns (store.FEDERATED_KEY_COLUMNS) keep federations apart
+_FEDERATED_LABELS = ("sites", "rounds", "missing_p", "engine")
 _EVALUATED_LABELS = (
     "method",
     "method_version",
@@ -194,11 +196,13 @@ _EVALUATED_LABELS = (
     "subject",
     "backbone",
     "generator",
+    *_FEDERATED_LABELS,
     "distributed",
     "postprocess",
     "source",
 )
-_OPTIONAL_LABELS = ("config", "generator", "distributed")  # shown only in sections where some row has them
+#: shown only in sections where some row has them
+_OPTIONAL_LABELS = ("config", "generator", "distributed", *_FEDERATED_LABELS)
 _REPORTED_LABELS = ("method", "subject", "split", "postprocess", "source", "page")
 
 

@@ -107,6 +107,9 @@ KEY_COLUMNS: tuple[str, ...] = (
     "subject",
     "seed",
 )
+#: the extra key columns of a federated leaderboard (``leaderboards/<dataset>/federated.csv``): two rows of
+#: one method differ by their federation (sites, rounds, missing-modality probability, engine and its version)
+FEDERATED_KEY_COLUMNS: tuple[str, ...] = ("sites", "rounds", "missing_p", "engine")
 _FLOAT_COLUMNS = ("train_seconds", "peak_memory_mb")
 
 
@@ -442,6 +445,26 @@ def merge_rows(dst: str | Path, sources: list[str | Path] | tuple[str | Path, ..
         if added:
             _write_table(dst, pd.concat(frames, ignore_index=True))
     return MergeResult(added=tuple(added), already_there=already)
+
+
+def append_federated_row(csv_path: str | Path, row: Mapping[str, object]) -> None:
+    """:func:`append_row` for a federated leaderboard: also requires :data:`FEDERATED_KEY_COLUMNS`.
+
+    Raises:
+        ConfigError: a federated key column is missing or blank (and every error of :func:`append_row`).
+    """
+    missing = [c for c in FEDERATED_KEY_COLUMNS if not _cell(row.get(c))]
+    if missing:
+        raise ConfigError(
+            f"{csv_path}: the federated row has no {missing}\n  fix: build it with "
+            "brainbench.federated.run.federated_row"
+        )
+    csv_path = Path(csv_path)
+    if csv_path.is_file() and csv_path.stat().st_size > 0:
+        absent = [c for c in FEDERATED_KEY_COLUMNS if c not in _read_text_table(csv_path).columns]
+        if absent:
+            raise DataFormatError(csv_path, f"missing federated key columns {absent}", "restore it from git")
+    append_row(csv_path, row)
 
 
 def _read_text_table(csv_path: Path) -> pd.DataFrame:
