@@ -1,14 +1,17 @@
-"""Why does a world CLIP recognise categories poorly? A measured look at one trained folder.
+"""Why does a world CLIP recognise categories poorly? A measured look at trained folders, side by side.
 
-For the held-out single-object zero-shot scenes of :func:`brainbench.world.train_clip.evaluate_world_clip`
-it reports: zero-shot top-1 with the shipped prompts, per object size and texture; with other prompt sets
+For each folder it first runs the training's own held-out evaluation
+(:func:`brainbench.world.train_clip.evaluate_world_clip`: 500-way image<->caption top-1, 57-way zero-shot),
+so v1 and v2 are scored by the same code in the same run. Then, on that evaluation's single-object
+zero-shot scenes, it reports: zero-shot top-1 per object size, texture and colour; with other prompt sets
 (bare name, caption templates ensembled over the ten colours); and a linear probe (multinomial logistic
 regression on frozen image embeddings, 3,000 training scenes of another seed), which separates "the image
 tower does not see the shape" from "the text side does not name it".
 
 Usage::
 
-    python benchmarks/world_clip_diagnosis.py [--weights brainbench/world/assets/world-clip-v1]
+    python benchmarks/world_clip_diagnosis.py --weights brainbench/world/assets/world-clip-v1 \
+        brainbench/world/assets/world-clip-v2 brainbench/world/assets/world-clip-v2-mlip
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 from brainbench.backbones.world_clip import WORLD_CLIP_DIR, create_world_clip, encode_texts
 from brainbench.world.shapes import CATEGORY_NAMES
 from brainbench.world.stimuli import COLOURS, render_scene, sample_scene, zero_shot_prompts
-from brainbench.world.train_clip import EVAL_SEED, IMAGE_SIZE, normalise_images
+from brainbench.world.train_clip import EVAL_SEED, IMAGE_SIZE, evaluate_world_clip, normalise_images
 
 PROBE_SEED = 7_000_003
 
@@ -46,6 +49,7 @@ def _article(word: str) -> str:
 def diagnose(weights: Path, n_eval: int = 1000, n_probe: int = 3000) -> dict:
     """Zero-shot breakdowns and a linear probe for the world CLIP in ``weights``."""
     model = create_world_clip(weights)
+    held_out = evaluate_world_clip(model)
     images, scenes = _single_object_scenes(EVAL_SEED, n_eval, 10**6)  # the evaluation's own scenes
     labels = torch.tensor([CATEGORY_NAMES.index(s.objects[0].category) for s in scenes])
     image_emb = model.encode_image(normalise_images(images), normalize=True)
@@ -58,7 +62,8 @@ def diagnose(weights: Path, n_eval: int = 1000, n_probe: int = 3000) -> dict:
         return (image_emb @ text.T).argmax(1).eq(labels).float()
 
     shipped = zero_shot(zero_shot_prompts)
-    report: dict = {"weights": str(weights), "zero_shot_shipped_prompts": shipped.mean().item()}
+    report: dict = {"weights": str(weights), "held_out": held_out}
+    report["zero_shot_shipped_prompts"] = shipped.mean().item()
     for attr in ("size", "texture", "colour"):
         values = sorted({getattr(s.objects[0], attr) for s in scenes})
         report[f"by_{attr}"] = {
@@ -66,13 +71,19 @@ def diagnose(weights: Path, n_eval: int = 1000, n_probe: int = 3000) -> dict:
             for v in values
         }
     report["zero_shot_bare_name"] = zero_shot(lambda c: [c]).mean().item()
-    report["zero_shot_colour_ensemble"] = zero_shot(
-        lambda c: [f"{_article(col)} {col} {c}" for col in COLOURS]
-    ).mean().item()
-    report["zero_shot_detail_ensemble"] = zero_shot(
-        lambda c: [f"a large {col} {c} in the center" for col in COLOURS]
-        + [f"a picture of {_article(c)} {c}", f"one object: {_article(c)} {c}"]
-    ).mean().item()
+    report["zero_shot_colour_ensemble"] = (
+        zero_shot(lambda c: [f"{_article(col)} {col} {c}" for col in COLOURS]).mean().item()
+    )
+    report["zero_shot_detail_ensemble"] = (
+        zero_shot(
+            lambda c: (
+                [f"a large {col} {c} in the center" for col in COLOURS]
+                + [f"a picture of {_article(c)} {c}", f"one object: {_article(c)} {c}"]
+            )
+        )
+        .mean()
+        .item()
+    )
     probe_images, probe_scenes = _single_object_scenes(PROBE_SEED, n_probe, 0)
     probe_labels = torch.tensor([CATEGORY_NAMES.index(s.objects[0].category) for s in probe_scenes])
     probe_emb = model.encode_image(normalise_images(probe_images), normalize=True)
