@@ -157,3 +157,27 @@ def test_train_clip_mlip_runs_on_tiny_settings(tmp_path, monkeypatch):
     initial = create_world_clip(None)
     assert (trained.visual.proj - initial.visual.proj).abs().max() > 1e-3  # 20 steps moved it
     assert set(load_file(out / "mlip_frequency.safetensors")) >= {"embed.weight", "proj"}
+
+
+@pytest.mark.parametrize("tag", ["v2", "v2-mlip"])
+def test_shipped_v2_folders_load_through_the_backbone_registry(tag):
+    from brainbench.backbones.openclip import load_backbone
+    from brainbench.backbones.world_clip import load_world_clip_card, world_clip_dir
+
+    folder = world_clip_dir(tag)
+    card = load_world_clip_card(folder)
+    assert card["sha256"] == sha256_file(folder / WEIGHTS_FILE)  # what verified_weights checks on load
+    assert card["objective"] == ("mlip" if tag == "v2-mlip" else "clip")
+    assert card["held_out"]["zero_shot_top1_57way"] > card["held_out"]["chance_zero_shot"]
+    backbone = load_backbone(f"world-clip:{tag}")
+    assert backbone.backbone_id == f"world-clip:{tag}" and backbone.image_size == 64
+    if tag == "v2-mlip":  # the frequency stage ships beside the open_clip weights, sha256-checked too
+        from brainbench.world.train_clip import load_frequency_stage
+
+        cfg = card["mlip"]
+        mlip = MLIPModel(
+            create_world_clip(folder), MLIPConfig(**{**cfg, "merge_layers": tuple(cfg["merge_layers"])})
+        )
+        load_frequency_stage(folder, mlip)
+    with pytest.raises(ValueError, match="unknown world CLIP tag"):
+        world_clip_dir("v3")
