@@ -40,7 +40,7 @@ def run_all(out: Path, minutes: float, pool_pairs: int, batch_size: int, only: l
     """Runs (or reuses, when its card exists) every ablation and returns ``{name: card}``."""
     results = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
     for name, extra in RUNS.items():
-        if (only and name not in only) or name in results:
+        if (only is not None and name not in only) or name in results:
             continue
         folder = out / name.split(" ")[0]
         cmd = [sys.executable, "-m", "brainbench.cli", "world", "train-clip", "--out", str(folder)]
@@ -57,6 +57,49 @@ def run_all(out: Path, minutes: float, pool_pairs: int, batch_size: int, only: l
     return results
 
 
+def time_merge_rates(rates: list[float], batch_size: int, reps: int) -> dict[str, dict[str, float]]:
+    """Median training-step and inference seconds per merge rate, measured round-robin in one process.
+
+    Interleaving the rates makes the comparison robust to load that drifts during the measurement (the
+    equal-wall-clock runs share the machine, so their own step times are noisier). Random weights: speed
+    does not depend on them.
+    """
+    import time
+
+    import torch
+
+    from brainbench.backbones.mlip import MLIPConfig, MLIPModel, encode_image_mlip
+    from brainbench.backbones.mlip_loss import mlip_loss
+    from brainbench.backbones.world_clip import create_world_clip, world_clip_tokenizer
+
+    torch.manual_seed(0)
+    images = torch.randn(batch_size, 3, 64, 64)
+    text = world_clip_tokenizer()(
+        ["a large red striped star in the top left and a small blue cup"] * batch_size
+    )
+    models = {r: MLIPModel(create_world_clip(None), MLIPConfig(merge_rate=r)) for r in rates}
+    times: dict[float, dict[str, list[float]]] = {r: {"train": [], "infer": []} for r in rates}
+    for rep in range(reps + 1):  # the first round warms up
+        for r, model in models.items():
+            model.train()
+            t0 = time.perf_counter()
+            mlip_loss(model(images, text), model.cfg)["loss"].backward()
+            t1 = time.perf_counter()
+            with torch.no_grad():
+                model.eval()
+                encode_image_mlip(model.clip.visual, images, model.cfg)
+            t2 = time.perf_counter()
+            if rep:
+                times[r]["train"].append(t1 - t0)
+                times[r]["infer"].append(t2 - t1)
+    out = {}
+    for r in rates:
+        train = sorted(times[r]["train"])[len(times[r]["train"]) // 2]
+        infer = sorted(times[r]["infer"])[len(times[r]["infer"]) // 2]
+        out[str(r)] = {"train_step_s": train, "infer_ms_per_image": 1000 * infer / batch_size}
+    return out
+
+
 def table(results: dict) -> str:
     """The Markdown table of the card (one row per run)."""
     head = (
@@ -65,6 +108,8 @@ def table(results: dict) -> str:
     )
     rows = []
     for name, card in results.items():
+        if name == "timing":
+            continue
         held, step_s = card["held_out"], card["train_step_seconds_median"]
         i2t, t2i = held["image2caption_top1_500way"], held["caption2image_top1_500way"]
         rows.append(
@@ -84,13 +129,15 @@ def plot_merge_rate(results: dict, path: Path) -> None:
 
     names = ["mlip-no-merging (rate 0)", "mlip-100%", "mlip-merge-0.5"]
     points = [(results[n]["mlip"]["merge_rate"], results[n]) for n in names if n in results]
-    if not points:
+    timing = results.get("timing", {})
+    if not points and not timing:
         return
     rates = [p[0] for p in points]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    axes[0].plot(rates, [c["train_step_seconds_median"] for _, c in points], "o-")
-    axes[0].set_ylabel("training s / step")
-    axes[1].plot(rates, [c["held_out"]["inference_ms_per_image"] for _, c in points], "o-")
+    t_rates = sorted(float(r) for r in timing)
+    axes[0].plot(t_rates, [timing[str(r)]["train_step_s"] for r in t_rates], "o-")
+    axes[0].set_ylabel("training s / step (batch 64)")
+    axes[1].plot(t_rates, [timing[str(r)]["infer_ms_per_image"] for r in t_rates], "o-")
     axes[1].set_ylabel("inference ms / image")
     axes[2].plot(
         rates, [100 * c["held_out"]["image2caption_top1_500way"] for _, c in points], "o-", label="i->t"
@@ -114,9 +161,17 @@ if __name__ == "__main__":
     parser.add_argument("--pool-pairs", type=int, default=4096)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--timing-reps", type=int, default=0, help="also time merge rates 0-0.75 (rounds)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = run_all(args.out, args.minutes, args.pool_pairs, args.batch_size, args.only)
+    if args.timing_reps:
+        import torch
+
+        torch.set_num_threads(1)
+        results["timing"] = time_merge_rates([0.0, 0.25, 0.5, 0.75], args.batch_size, args.timing_reps)
+        (args.out / "results.json").write_text(json.dumps(results, indent=2))
+        print(json.dumps(results["timing"], indent=2))
     (args.out / "table.md").write_text(table(results))
     plot_merge_rate(results, args.out / "merge_rate.png")
     print(table(results))
