@@ -19,6 +19,7 @@ from pathlib import Path
 from brainbench import __version__
 from brainbench.errors import BrainbenchError, RunInterrupted
 from brainbench.progress import show_progress
+from brainbench.world.train_clip_options import add_train_clip_options
 
 EXAMPLES = """examples:
   brainbench bench --method litemind --subject 1          # embedded world, generated on first use
@@ -69,6 +70,7 @@ def _add_world(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--steps", type=int, default=700, help="optimiser steps")
     train.add_argument("--batch-size", type=int, default=256, help="scenes per step")
     train.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    add_train_clip_options(train)
     dec = wsub.add_parser(
         "train-decoder", help="train a world decoder variant (world-CLIP features -> 64 px images; run once)"
     )
@@ -376,8 +378,9 @@ def _run(args: argparse.Namespace) -> None:
             print(f"{args.dataset} ({args.preset}) subjects {args.subjects} ready at {root}")
         elif args.world_command == "train-clip":
             from brainbench.world.train_clip import train_world_clip
+            from brainbench.world.train_clip_options import train_clip_kwargs
 
-            card = train_world_clip(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+            card = train_world_clip(args.out, **train_clip_kwargs(args))
             print(json.dumps(card, indent=2))
         elif args.world_command == "train-decoder":
             from brainbench.data.preparation import default_home

@@ -2,6 +2,7 @@
 
 Ids:
     ``world-clip:v1``                 the shipped world CLIP (always available, sha256-checked);
+    ``world-clip:v2``, ``world-clip:v2-mlip``  the shipped world CLIPs v2 (CLIP and MLIP objectives);
     ``ViT-L-14:openai``               an open_clip pretrained tag (needs its weights in the local cache);
     ``ViT-L-14:/path/weights.pt``     an open_clip architecture with a local checkpoint file;
     ``local-dir:/path``               an open_clip local-dir folder (config + weights);
@@ -25,7 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from brainbench.backbones.world_clip import WORLD_CLIP_ARCH, WORLD_CLIP_DIR, WORLD_CLIP_TAG, create_world_clip
+from brainbench.backbones.world_clip import (
+    WORLD_CLIP_ARCH,
+    WORLD_CLIP_TAGS,
+    create_world_clip,
+    world_clip_dir,
+)
 from brainbench.errors import ConfigError, MissingFileError
 from brainbench.offline import apply_offline
 
@@ -149,8 +155,8 @@ def _missing_weights_error(backbone_id: str, cause: Exception) -> MissingFileErr
 
 def load_backbone(backbone_id: str) -> ImageBackbone:
     """Builds the backbone named ``backbone_id`` (see the module docstring for the grammar)."""
-    if backbone_id == f"{WORLD_CLIP_ARCH}:{WORLD_CLIP_TAG}":
-        model = create_world_clip(WORLD_CLIP_DIR)
+    if backbone_id in {f"{WORLD_CLIP_ARCH}:{tag}" for tag in WORLD_CLIP_TAGS}:
+        model = create_world_clip(world_clip_dir(backbone_id.split(":", 1)[1]))
         return ImageBackbone(model, backbone_id, open_clip.get_tokenizer(WORLD_CLIP_ARCH))
     if backbone_id.startswith("local-dir:"):
         path = backbone_id.removeprefix("local-dir:")

@@ -28,8 +28,19 @@ _ASSETS = (
 )  # shipped with the world it was trained on
 MODEL_CONFIG_DIR = _ASSETS / "model_configs"
 WORLD_CLIP_DIR = _ASSETS / f"{WORLD_CLIP_ARCH}-{WORLD_CLIP_TAG}"
+# Every shipped world CLIP: backbone id ``world-clip:<tag>`` -> folder ``assets/world-clip-<tag>``. v1 is the
+# world's own encoding model and target space; v2 (CLIP objective) and v2-mlip (MLIP objective, Zhang et al.
+# 2024, arXiv 2406.01460) are later target spaces that leave v1 and every dataset built on it unchanged.
+WORLD_CLIP_TAGS = ("v1", "v2", "v2-mlip")
 WEIGHTS_FILE = "open_clip_model.safetensors"
 TRAIN_COMMAND = "brainbench world train-clip --out brainbench/world/assets/world-clip-v1 --steps 700"
+
+
+def world_clip_dir(tag: str) -> Path:
+    """The shipped folder of world CLIP ``tag`` (one of :data:`WORLD_CLIP_TAGS`)."""
+    if tag not in WORLD_CLIP_TAGS:
+        raise ValueError(f"unknown world CLIP tag {tag!r}; shipped: {', '.join(WORLD_CLIP_TAGS)}")
+    return _ASSETS / f"{WORLD_CLIP_ARCH}-{tag}"
 
 
 def register_world_clip() -> None:
@@ -93,8 +104,9 @@ def create_world_clip(weights_dir: Path | None = WORLD_CLIP_DIR, verify: bool = 
     if weights_dir is None:
         return open_clip.create_model(WORLD_CLIP_ARCH).eval()
     weights = weights_dir / WEIGHTS_FILE
-    expected = load_world_clip_card(weights_dir)["sha256"] if verify and weights.is_file() else None
-    verified_weights(weights, expected, TRAIN_COMMAND)  # a missing file is named before a missing card
+    card = load_world_clip_card(weights_dir) if verify and weights.is_file() else {}
+    # a missing file is named before a missing card; the fix names the folder's own training command
+    verified_weights(weights, card.get("sha256"), card.get("command", TRAIN_COMMAND))
     model = open_clip.create_model(f"local-dir:{weights_dir}")
     return model.eval()
 
