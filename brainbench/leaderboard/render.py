@@ -261,7 +261,8 @@ def _family_table(
 def _section(rows: pd.DataFrame, key: dict[str, str], reported: bool, metric_ids: list[str]) -> BoardSection:
     present = [m for m in metric_ids if rows[m].notna().any()]
     labels = _REPORTED_LABELS if reported else _EVALUATED_LABELS
-    rows = rows.assign(**{c: "" for c in labels if c not in rows.columns})
+    blank = pd.DataFrame({c: "" for c in labels if c not in rows.columns}, index=rows.index)
+    rows = pd.concat([rows, blank], axis=1)
     labels = tuple(c for c in labels if c not in _OPTIONAL_LABELS or (rows[c] != "").any())
     if not reported and (rows["source"] == EVALUATED_SOURCE).all():
         labels = tuple(c for c in labels if c != "source")  # shown where external submissions sit beside runs

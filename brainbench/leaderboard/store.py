@@ -513,12 +513,16 @@ def read_leaderboard(csv_path: str | Path) -> pd.DataFrame:
 
 
 def _typed(table: pd.DataFrame) -> pd.DataFrame:
+    """Metric and timing columns as floats, counts as nullable integers (one frame built at once)."""
+    typed = {}
     for column in table.columns:
         if is_metric_id(column) or column in _FLOAT_COLUMNS:
-            table[column] = pd.to_numeric(table[column].replace("", None), errors="coerce").astype("float64")
+            typed[column] = pd.to_numeric(table[column].replace("", None), errors="coerce").astype("float64")
         elif column in _INTEGER_COLUMNS:
-            table[column] = pd.to_numeric(table[column].replace("", None), errors="coerce").astype("Int64")
-    return table
+            typed[column] = pd.to_numeric(table[column].replace("", None), errors="coerce").astype("Int64")
+        else:
+            typed[column] = table[column]
+    return pd.DataFrame(typed, index=table.index)
 
 
 def read_reported(csv_path: str | Path) -> pd.DataFrame:
