@@ -116,6 +116,7 @@ def test_direction_and_chance_agree_with_the_spec_constructors():
         ("pixcorr@v1", "low-level", "↑"),
         ("psnr_frame@v1", "low-level", "↑"),
         ("frame_psnr@v1", "low-level", "↑"),
+        ("category_top1_fmri_only@v1", "category decoding", "↑"),
         ("frame_ssim_mindvideo@v1", "low-level", "↑"),
         ("clip_pcc/world-clip:v1.clip_image@v1", "temporal", "↑"),
         ("nway_frame_top1_50way/world-clip:v1@v1", "N-way classification", "↑"),

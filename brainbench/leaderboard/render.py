@@ -95,6 +95,7 @@ METRIC_KINDS: tuple[MetricKind, ...] = (
     MetricKind("clip_pcc", "temporal", True),
     MetricKind("epe", "temporal", False),
     MetricKind("brain_corr", "brain correlation", True),
+    MetricKind("category", "category decoding", True),
 )
 FAMILY_ORDER: tuple[str, ...] = (*dict.fromkeys(kind.family for kind in METRIC_KINDS), "other")
 
