@@ -7,13 +7,12 @@ the tiny-world end-to-end run is marked slow.
 
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
 from bench_helpers import tiny_config, tiny_request
+from pretrain_helpers import BatchDataModule, quiet_trainer
 from safetensors.torch import load_file
-from torch.utils.data import DataLoader
 
 from brainbench.errors import ConfigError
 from brainbench.methods import load_method_config
@@ -42,34 +41,12 @@ def fake_batch(n=8, n_voxels=40, seed=1):
     }
 
 
-class FakeDataModule(L.LightningDataModule):
+def FakeDataModule(n_voxels, seed, n=24, batch_size=8):  # noqa: N802 - reads like the class it stands for
     """A subject with ``n`` training trials: what ``pretrain`` needs (``n_voxels``, train/val loaders)."""
-
-    def __init__(self, n_voxels, seed, n=24, batch_size=8):
-        super().__init__()
-        self.n_voxels, self.batch = n_voxels, fake_batch(n, n_voxels, seed)
-        self.batch_size = batch_size
-
-    def _items(self):
-        return [{k: v[i] for k, v in self.batch.items()} for i in range(len(self.batch["voxels"]))]
-
-    def train_dataloader(self):
-        return DataLoader(self._items(), batch_size=self.batch_size, shuffle=False)
-
-    def val_dataloader(self):
-        return DataLoader(self._items(), batch_size=self.batch_size)
+    return BatchDataModule(fake_batch(n, n_voxels, seed), batch_size)
 
 
-def make_trainer(name, max_epochs):
-    return L.Trainer(
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+make_trainer = quiet_trainer
 
 
 def test_forward_shapes_and_skip_placement():

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from bench_helpers import tiny_config, tiny_request
-from torch.utils.data import DataLoader
+from pretrain_helpers import BatchDataModule, quiet_trainer
 
 from brainbench.errors import ConfigError
 from brainbench.methods import load_method_config
@@ -47,33 +47,12 @@ class FakeManifest:
         self.subject = subject
 
 
-class FakeDataModule(L.LightningDataModule):
-    def __init__(self, n_voxels, seed, subject, n=24, batch_size=8):
-        super().__init__()
-        self.n_voxels, self.batch_size = n_voxels, batch_size
-        self.batch = fake_batch(n, n_voxels, seed, subject)
-        self.manifest = FakeManifest(subject)
-
-    def _items(self):
-        return [{k: v[i] for k, v in self.batch.items()} for i in range(len(self.batch["voxels"]))]
-
-    def train_dataloader(self):
-        return DataLoader(self._items(), batch_size=self.batch_size, shuffle=False)
-
-    def val_dataloader(self):
-        return DataLoader(self._items(), batch_size=self.batch_size)
+def FakeDataModule(n_voxels, seed, subject, n=24, batch_size=8):  # noqa: N802 - reads like the class it stands for
+    """One subject's ``n`` trials, with the manifest's subject number the method reads."""
+    return BatchDataModule(fake_batch(n, n_voxels, seed, subject), batch_size, FakeManifest(subject))
 
 
-def make_trainer(name, max_epochs):
-    return L.Trainer(
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+make_trainer = quiet_trainer
 
 
 @pytest.mark.parametrize(("router_input", "top_k"), [("both", 0), ("hidden", 2), ("subject", 1)])
