@@ -84,8 +84,6 @@ def prepare_dataset(
         if entry.adapter == "nsd":  # template-space resampling, when the raw root has the NSD transforms
             try:
                 ensure_template(prepared, raw_root, subject)
-            except (
-                BrainbenchError
-            ) as error:  # only template-space runs need it, and they fail clearly without
+            except BrainbenchError as error:  # only template-space runs need it; they fail clearly without
                 log.warning("no template space for %s: %s", prepared, error)
         return prepared
