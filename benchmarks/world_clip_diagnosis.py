@@ -6,7 +6,9 @@ so v1 and v2 are scored by the same code in the same run. Then, on that evaluati
 zero-shot scenes, it reports: zero-shot top-1 per object size, texture and colour; with other prompt sets
 (bare name, caption templates ensembled over the ten colours); and a linear probe (multinomial logistic
 regression on frozen image embeddings, 3,000 training scenes of another seed), which separates "the image
-tower does not see the shape" from "the text side does not name it".
+tower does not see the shape" from "the text side does not name it". On the text side it reports how much a
+caption's embedding moves when one attribute changes (mean cosine of caption pairs that differ only in the
+category, the colour, the size, the texture or the position: near 1 means the text tower ignores that word).
 
 Usage::
 
@@ -25,7 +27,15 @@ import torch
 
 from brainbench.backbones.world_clip import WORLD_CLIP_DIR, create_world_clip, encode_texts
 from brainbench.world.shapes import CATEGORY_NAMES
-from brainbench.world.stimuli import COLOURS, render_scene, sample_scene, zero_shot_prompts
+from brainbench.world.stimuli import (
+    COLOURS,
+    POSITIONS,
+    SIZES,
+    TEXTURES,
+    render_scene,
+    sample_scene,
+    zero_shot_prompts,
+)
 from brainbench.world.train_clip import EVAL_SEED, IMAGE_SIZE, evaluate_world_clip, normalise_images
 
 PROBE_SEED = 7_000_003
@@ -43,6 +53,33 @@ def _single_object_scenes(seed: int, n: int, offset: int) -> tuple[torch.Tensor,
 
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
+
+
+def _text_sensitivity(model: torch.nn.Module, n_pairs: int = 200) -> dict[str, float]:
+    """Mean cosine of caption pairs ``"a {size} {colour} {texture} {category} at the {position}"`` that
+    differ in one attribute only (lower = the text tower tells that attribute apart)."""
+    rng = np.random.default_rng(PROBE_SEED)
+    values = {
+        "category": CATEGORY_NAMES,
+        "colour": list(COLOURS),
+        "size": list(SIZES),
+        "texture": [t for t in TEXTURES if t != "solid"],
+        "position": [p for p in POSITIONS if p != "center"],
+    }
+
+    def caption(a: dict[str, str]) -> str:
+        return f"a {a['size']} {a['colour']} {a['texture']} {a['category']} at the {a['position']}"
+
+    out = {}
+    for attr, choices in values.items():
+        left, right = [], []
+        for _ in range(n_pairs):
+            base = {k: str(rng.choice(v)) for k, v in values.items()}
+            other = dict(base, **{attr: str(rng.choice([c for c in choices if c != base[attr]]))})
+            left.append(caption(base))
+            right.append(caption(other))
+        out[attr] = round((encode_texts(model, left) * encode_texts(model, right)).sum(1).mean().item(), 3)
+    return out
 
 
 @torch.no_grad()
@@ -88,6 +125,7 @@ def diagnose(weights: Path, n_eval: int = 1000, n_probe: int = 3000) -> dict:
     probe_labels = torch.tensor([CATEGORY_NAMES.index(s.objects[0].category) for s in probe_scenes])
     probe_emb = model.encode_image(normalise_images(probe_images), normalize=True)
     report["linear_probe_top1"] = _linear_probe(probe_emb, probe_labels, image_emb, labels)
+    report["text_cosine_when_only_this_changes"] = _text_sensitivity(model)
     report["chance"] = 1 / len(CATEGORY_NAMES)
     return report
 

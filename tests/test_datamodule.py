@@ -260,6 +260,29 @@ def test_feature_cache_is_rebuilt_when_the_store_changes(prepared, tmp_path):
     assert not cache_dir.with_name(cache_dir.name + ".tmp").exists()
 
 
+def test_feature_cache_is_rebuilt_when_the_weights_change(prepared, tmp_path):
+    directory = copy_prepared(prepared, tmp_path)
+    store = prepared["manifest"].stimulus_store
+    cache_dir = cache_dir_for(directory, BACKBONE)
+    args = (directory, directory / store["path"], store["sha256"], prepared["backbone"])
+    first = FeatureCache.build(*args, names=TARGETS, progress=False, weights_sha256="a" * 64)
+    assert first.record["weights_sha256"] == "a" * 64
+    assert FeatureCache.is_current(cache_dir, store["sha256"], TARGETS, "a" * 64)
+    assert FeatureCache.is_current(cache_dir, store["sha256"], TARGETS)  # unknown weights: the store decides
+    assert not FeatureCache.is_current(cache_dir, store["sha256"], TARGETS, "b" * 64)
+    again = FeatureCache.build(*args, names=TARGETS, progress=False, weights_sha256="b" * 64)
+    assert again.record["weights_sha256"] == "b" * 64
+
+
+def test_shipped_world_clips_have_a_weights_checksum():
+    from brainbench.backbones.openclip import weights_sha256
+    from brainbench.backbones.world_clip import WEIGHTS_FILE, sha256_file, world_clip_dir
+
+    assert weights_sha256("world-clip:v1") == sha256_file(world_clip_dir("v1") / WEIGHTS_FILE)
+    assert weights_sha256("world-clip:random") is None
+    assert weights_sha256("ViT-B-32:openai") is None
+
+
 def test_feature_cache_lookup_errors(datamodule):
     cache = datamodule.cache
     with pytest.raises(DataFormatError, match=r"stim ids \[39\] not in the cache"):

@@ -145,3 +145,21 @@ def test_encode_texts_are_normalised(random_clip):
 def test_shipped_folder_layout_constants():
     assert world_clip.WORLD_CLIP_DIR.name == "world-clip-v1"
     assert (world_clip.MODEL_CONFIG_DIR / "world-clip.json").is_file()
+
+
+def test_shipped_v2_meets_its_targets_against_v1_in_the_same_run():
+    """World CLIP v2's targets, re-measured here on held-out scenes (not read from the cards).
+
+    At least 3x v1's 57-way zero-shot accuracy and 1.5x its 500-way image->caption top-1.
+    """
+    from brainbench.backbones.world_clip import world_clip_dir
+    from brainbench.world.train_clip import evaluate_world_clip
+
+    scores = {
+        tag: evaluate_world_clip(create_world_clip(world_clip_dir(tag)), n_pairs=500, n_zero_shot=300)
+        for tag in ("v1", "v2")
+    }
+    v1, v2 = scores["v1"], scores["v2"]
+    assert v1["zero_shot_top1_57way"] > v1["chance_zero_shot"]
+    assert v2["zero_shot_top1_57way"] >= 3 * v1["zero_shot_top1_57way"]
+    assert v2["image2caption_top1_500way"] >= 1.5 * v1["image2caption_top1_500way"]

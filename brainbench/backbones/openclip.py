@@ -30,6 +30,7 @@ from brainbench.backbones.world_clip import (
     WORLD_CLIP_ARCH,
     WORLD_CLIP_TAGS,
     create_world_clip,
+    load_world_clip_card,
     world_clip_dir,
 )
 from brainbench.errors import ConfigError, MissingFileError
@@ -153,10 +154,25 @@ def _missing_weights_error(backbone_id: str, cause: Exception) -> MissingFileErr
     )
 
 
+def _shipped_world_clip_tag(backbone_id: str) -> str | None:
+    arch, _, tag = backbone_id.partition(":")
+    return tag if arch == WORLD_CLIP_ARCH and tag in WORLD_CLIP_TAGS else None
+
+
+def weights_sha256(backbone_id: str) -> str | None:
+    """The sha256 of a shipped world CLIP's weights, from its card (no model load); ``None`` for other ids.
+
+    Feature caches record it, so that weights replaced under the same id never reuse stale features.
+    """
+    tag = _shipped_world_clip_tag(backbone_id)
+    return None if tag is None else load_world_clip_card(world_clip_dir(tag)).get("sha256")
+
+
 def load_backbone(backbone_id: str) -> ImageBackbone:
     """Builds the backbone named ``backbone_id`` (see the module docstring for the grammar)."""
-    if backbone_id in {f"{WORLD_CLIP_ARCH}:{tag}" for tag in WORLD_CLIP_TAGS}:
-        model = create_world_clip(world_clip_dir(backbone_id.split(":", 1)[1]))
+    tag = _shipped_world_clip_tag(backbone_id)
+    if tag is not None:
+        model = create_world_clip(world_clip_dir(tag))
         return ImageBackbone(model, backbone_id, open_clip.get_tokenizer(WORLD_CLIP_ARCH))
     if backbone_id.startswith("local-dir:"):
         path = backbone_id.removeprefix("local-dir:")

@@ -32,7 +32,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader
 
-from brainbench.backbones.openclip import load_backbone
+from brainbench.backbones.openclip import load_backbone, weights_sha256
 from brainbench.data.feature_cache import FeatureCache, cache_dir_for
 from brainbench.data.in_memory import InMemoryTrainingSet
 from brainbench.data.manifest import Manifest, rebuild_fix
@@ -119,8 +119,9 @@ class FMRIDataModule(L.LightningDataModule):
     def prepare_data(self, progress: bool = True) -> None:
         """Computes the feature cache of the backbone for this dataset's stimuli (once; reused after)."""
         store = self.manifest.stimulus_store
+        weights = weights_sha256(self.backbone_id)
         if FeatureCache.is_current(
-            cache_dir_for(self.data_dir, self.backbone_id), store["sha256"], self.target_names
+            cache_dir_for(self.data_dir, self.backbone_id), store["sha256"], self.target_names, weights
         ):
             return  # reused without loading the backbone (whose weights may not even be on this machine)
         FeatureCache.build(
@@ -130,6 +131,7 @@ class FMRIDataModule(L.LightningDataModule):
             load_backbone(self.backbone_id),
             names=self.target_names,
             progress=progress,
+            weights_sha256=weights,
         )
 
     def setup(self, stage: str | None = None) -> None:

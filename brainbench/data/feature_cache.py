@@ -1,8 +1,9 @@
 """Backbone features of every stimulus in a prepared dataset, computed once and memory-mapped.
 
 A cache lives in ``<prepared dir>/features/<backbone id>/``: one ``<name>.npy`` per feature (float16, rows in
-``stim_ids.npy`` order) plus ``cache.json`` recording the backbone id and the sha256 of the stimulus store it
-was computed from. A cache whose store checksum no longer matches is rebuilt, never silently reused.
+``stim_ids.npy`` order) plus ``cache.json`` recording the backbone id, the sha256 of the stimulus store it
+was computed from and, where the backbone's weights have a known checksum (the shipped world CLIPs), that
+checksum. A cache whose store or weights checksum no longer matches is rebuilt, never silently reused.
 Besides image features (``clip_tokens``, ``clip_image``, ``layer:<k>``) it holds text targets computed from
 the store's captions and categories (:data:`brainbench.data.text_features.TEXT_FEATURES`), resized pixels
 or video frames (``pixels:<px>``, ``frames:<px>``; :mod:`brainbench.data.pixel_features`) and the latents of
@@ -63,6 +64,13 @@ def cache_dir_for(prepared_dir: Path, backbone_id: str) -> Path:
     return prepared_dir / "features" / re.sub(r"[^A-Za-z0-9._-]+", "_", backbone_id)
 
 
+def _same_sources(record: dict, store_sha256: str, weights_sha256: str | None) -> bool:
+    """Whether a cache record was computed from this store and (when known) these weights."""
+    if record.get("store_sha256") != store_sha256:
+        return False
+    return weights_sha256 is None or record.get("weights_sha256") == weights_sha256
+
+
 class FeatureCache:
     """Read side: ``lookup(stim_ids)`` returns ``{name: float32 tensor}`` rows for those stimuli."""
 
@@ -109,13 +117,18 @@ class FeatureCache:
         return {n: torch.from_numpy(np.asarray(self.arrays[n][rows], dtype=np.float32)) for n in self.names}
 
     @staticmethod
-    def is_current(directory: Path, store_sha256: str, names: Sequence[str]) -> bool:
-        """Whether ``directory`` holds ``names`` computed from the stimulus store with ``store_sha256``."""
+    def is_current(
+        directory: Path, store_sha256: str, names: Sequence[str], weights_sha256: str | None = None
+    ) -> bool:
+        """Whether ``directory`` holds ``names`` computed from the stimulus store with ``store_sha256``.
+
+        With ``weights_sha256`` the cache must also come from backbone weights with that checksum.
+        """
         record_path = directory / "cache.json"
         if not record_path.is_file():
             return False
         record = json.loads(record_path.read_text())
-        return record.get("store_sha256") == store_sha256 and set(names) <= set(record["names"])
+        return _same_sources(record, store_sha256, weights_sha256) and set(names) <= set(record["names"])
 
     @classmethod
     def build(
@@ -127,17 +140,22 @@ class FeatureCache:
         names: Sequence[str] = ("clip_tokens", "clip_image"),
         batch_size: int = 256,
         progress: bool = True,
+        weights_sha256: str | None = None,
     ) -> FeatureCache:
-        """Computes (or reuses) the cache of ``backbone`` for the stimulus store at ``store_path``."""
+        """Computes (or reuses) the cache of ``backbone`` for the stimulus store at ``store_path``.
+
+        ``weights_sha256`` (the backbone weights' checksum, when known) is recorded, so that weights
+        replaced under the same backbone id rebuild the cache.
+        """
         directory = cache_dir_for(prepared_dir, backbone.backbone_id)
-        if cls.is_current(directory, store_sha256, names):
+        if cls.is_current(directory, store_sha256, names, weights_sha256):
             return cls(directory, names)
         requested = tuple(names)
         if (
             directory / "cache.json"
         ).is_file():  # keep what other methods asked for, so caches never ping-pong
             record = json.loads((directory / "cache.json").read_text())
-            if record.get("store_sha256") == store_sha256:
+            if _same_sources(record, store_sha256, weights_sha256):
                 names = tuple(dict.fromkeys([*record["names"], *names]))
         store = StimulusStore(store_path)
         stim_ids = np.asarray(store.stim_ids, dtype=np.int64)
@@ -172,6 +190,7 @@ class FeatureCache:
                 {
                     "backbone": backbone.backbone_id,
                     "store_sha256": store_sha256,
+                    "weights_sha256": weights_sha256,
                     "names": list(names),
                     "n_stimuli": int(len(stim_ids)),
                     "dtype": "float16",

@@ -193,11 +193,14 @@ def train_world_clip(
     init: Path | None = None,
     pool_pairs: int = 0,
     group_size: int = 1,
+    distinct_groups: bool = False,
     data_fraction: float = 1.0,
     minutes: float | None = None,
     eval_pairs: int = 500,
     eval_zero_shot: int = 1000,
     cache_dir: Path | None = None,
+    precision: str = "fp32",
+    checkpoint_every: int = 100,
     command: str = TRAIN_COMMAND,
 ) -> dict:
     """Trains a world CLIP, writes an open_clip local-dir to ``out``; resumable (``out/train_state.pt``).
@@ -216,11 +219,14 @@ def train_world_clip(
         init: a trained world CLIP folder to start the image and text towers from (sha256-checked).
         pool_pairs: size of the fixed pair pool; 0 renders fresh scenes every step (v1).
         group_size: category-contrast group size of the pool (1 = independent scenes).
+        distinct_groups: no two members of a group share a category (so none is another's false negative).
         data_fraction: fraction of the pool's groups used (25 / 50 / 100 % ablations).
         minutes: wall-clock training budget (equal-budget ablations); the schedule follows elapsed time.
         eval_pairs: held-out pairs of the retrieval evaluation.
         eval_zero_shot: held-out single-object scenes of the zero-shot evaluation.
         cache_dir: where the pair pool is cached (``$BRAINBENCH_HOME/cache/world-clip-pairs`` by default).
+        precision: ``"fp32"`` or ``"bf16"`` (autocast of the forward pass; weights and optimiser stay fp32).
+        checkpoint_every: steps between resumable checkpoints (``out/train_state.pt``).
         command: the command line recorded in the card.
 
     Returns:
@@ -228,8 +234,12 @@ def train_world_clip(
     """
     if objective not in ("clip", "mlip"):
         raise ValueError(f"objective must be 'clip' or 'mlip'; got {objective!r}")
-    if pool_pairs <= 0 and (group_size != 1 or data_fraction != 1.0):
-        raise ValueError("--group-size and --data-fraction need a pair pool (--pool-pairs N)")
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16'; got {precision!r}")
+    if pool_pairs <= 0 and (group_size != 1 or data_fraction != 1.0 or distinct_groups):
+        raise ValueError(
+            "--group-size, --distinct-groups and --data-fraction need a pair pool (--pool-pairs N)"
+        )
     cfg = (mlip or MLIPConfig()) if objective == "mlip" else None
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -248,7 +258,9 @@ def train_world_clip(
 
             cache_dir = default_home() / "cache" / "world-clip-pairs"
         t_pool = time.time()
-        pool = load_pair_pool(cache_dir, TRAIN_SEED, pool_pairs, group_size, IMAGE_SIZE).subset(data_fraction)
+        pool = load_pair_pool(
+            cache_dir, TRAIN_SEED, pool_pairs, group_size, IMAGE_SIZE, distinct_groups
+        ).subset(data_fraction)
         print(f"pair pool: {len(pool.captions)} pairs ({time.time() - t_pool:.0f}s)", flush=True)
     state_path = out / "train_state.pt"
     start, elapsed = 0, 0.0
@@ -274,11 +286,12 @@ def train_world_clip(
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, progress, lr, warmup)
         text = tokenizer(captions)
-        if cfg is None:
-            image_features, text_features, logit_scale = model(normalise_images(images), text)
-            terms = {"loss": loss_fn(image_features, text_features, logit_scale)}
-        else:
-            terms = mlip_loss(model(normalise_images(images), text), cfg)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            if cfg is None:
+                image_features, text_features, logit_scale = model(normalise_images(images), text)
+                terms = {"loss": loss_fn(image_features.float(), text_features.float(), logit_scale.float())}
+            else:
+                terms = mlip_loss(model(normalise_images(images), text), cfg)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()
@@ -293,7 +306,7 @@ def train_world_clip(
                 f"{time.time() - t0:.0f}s",
                 flush=True,
             )
-        if step % 100 == 0 and budget is None:
+        if step % checkpoint_every == 0:
             torch.save(
                 {
                     "model": model.state_dict(),
@@ -319,8 +332,10 @@ def train_world_clip(
         pool_pairs=pool_pairs,
         pool_pairs_used=0 if pool is None else len(pool.captions),
         group_size=group_size,
+        distinct_groups=distinct_groups,
         data_fraction=data_fraction,
         minutes=minutes,
+        precision=precision,
         train_seconds=round(train_seconds, 1),
         train_step_seconds_median=round(float(np.median(step_seconds)), 4) if step_seconds else None,
         train_seed=TRAIN_SEED,
