@@ -21,7 +21,7 @@ from brainbench.backbones.mlip import (
 from brainbench.backbones.mlip_loss import clip_loss, mlip_loss, token_alignment_loss, token_similarities
 from brainbench.backbones.world_clip import WEIGHTS_FILE, create_world_clip, sha256_file, world_clip_tokenizer
 from brainbench.cli import main
-from brainbench.world.clip_pairs import group_members, load_pair_pool, render_group
+from brainbench.world.clip_pairs import load_pair_pool, render_group
 
 
 @pytest.fixture(scope="module")
@@ -137,33 +137,6 @@ def test_pair_pool_groups_share_layout_and_differ_in_category(tmp_path):
     assert pool.subset(0.5).n_groups == 2 and pool.subset(0.25).images.shape[0] == 4
     images, captions = pool.batch(np.random.default_rng(0), 8)
     assert images.shape[0] == 8 and len(captions) == 8
-
-
-@pytest.mark.parametrize("distinct", [False, True])
-def test_group_members_differ_only_in_category(distinct):
-    scenes = [scene for scene, _ in group_members(seed=11, group=5, group_size=32, distinct=distinct)]
-    layout = {
-        (s.background, tuple((o.colour, o.texture, o.size, o.position) for o in s.objects)) for s in scenes
-    }
-    assert len(layout) == 1
-    for slot in range(len(scenes[0].objects)):
-        categories = [s.objects[slot].category for s in scenes]
-        if distinct:
-            assert len(set(categories)) == 32  # no member is another's false negative
-        else:
-            assert len(set(categories)) < 32  # 32 independent draws of 57 categories almost surely repeat
-
-
-def test_distinct_groups_are_cached_apart_and_bounded(tmp_path):
-    plain = load_pair_pool(tmp_path, seed=3, n_pairs=8, group_size=4, image_size=16)
-    distinct = load_pair_pool(tmp_path, seed=3, n_pairs=8, group_size=4, image_size=16, distinct=True)
-    assert sorted(p.name for p in tmp_path.glob("*.npz")) == [
-        "pairs-s3-g2x4-16px.npz",
-        "pairs-s3-g2x4-distinct-16px.npz",
-    ]
-    assert not torch.equal(plain.images, distinct.images)
-    with pytest.raises(ValueError, match="at most 57 members"):
-        group_members(seed=0, group=0, group_size=58, distinct=True)
 
 
 def test_train_clip_mlip_runs_on_tiny_settings(tmp_path, monkeypatch):

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from brainbench.world.shapes import CATEGORY_NAMES
-from brainbench.world.stimuli import Scene, render_scene, sample_scene, write_captions
+from brainbench.world.stimuli import render_scene, sample_scene, write_captions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,73 +54,33 @@ class PairPool:
         return self.images[torch.from_numpy(index)], captions
 
 
-def group_members(
-    seed: int, group: int, group_size: int, distinct: bool = False
-) -> list[tuple[Scene, np.random.Generator]]:
-    """The scenes of group ``group`` (one layout, fresh categories in each member), each with its generator.
-
-    Member ``j``'s generator (``default_rng([seed, group, j])``, after any category draws) then renders
-    its image and writes its captions. With ``distinct`` no two members share a category at the same
-    object slot (``group_size`` <= 57), so no member is a false negative of another; without it each member
-    draws its categories independently.
-    """
-    base = sample_scene(np.random.default_rng([seed, group]))
-    rngs = [np.random.default_rng([seed, group, j]) for j in range(group_size)]
-    if group_size == 1:
-        return [(base, rngs[0])]
-    if distinct:
-        if group_size > len(CATEGORY_NAMES):
-            raise ValueError(f"distinct groups hold at most {len(CATEGORY_NAMES)} members; got {group_size}")
-        draw = np.random.default_rng([seed, group, 1000])  # past any member index
-        slots = [draw.choice(CATEGORY_NAMES, size=group_size, replace=False) for _ in base.objects]
-        categories = [[str(slot[j]) for slot in slots] for j in range(group_size)]
-    else:
-        categories = [[str(rng.choice(CATEGORY_NAMES)) for _ in base.objects] for rng in rngs]
-    return [
-        (
-            dataclasses.replace(
-                base,
-                objects=tuple(
-                    dataclasses.replace(o, category=c) for o, c in zip(base.objects, member, strict=True)
-                ),
-            ),
-            rng,
-        )
-        for member, rng in zip(categories, rngs, strict=True)
-    ]
-
-
 def render_group(
-    seed: int, group: int, group_size: int, image_size: int, distinct: bool = False
+    seed: int, group: int, group_size: int, image_size: int
 ) -> list[tuple[np.ndarray, list[str]]]:
-    """Images and captions of the members of group ``group`` (:func:`group_members`)."""
-    return [
-        (render_scene(scene, image_size, rng), write_captions(scene, rng, 5))
-        for scene, rng in group_members(seed, group, group_size, distinct)
-    ]
+    """The ``group_size`` members of group ``group``: same scene layout, fresh categories in each member."""
+    base = sample_scene(np.random.default_rng([seed, group]))
+    members = []
+    for j in range(group_size):
+        rng = np.random.default_rng([seed, group, j])
+        objects = base.objects
+        if group_size > 1:
+            objects = tuple(dataclasses.replace(o, category=str(rng.choice(CATEGORY_NAMES))) for o in objects)
+        scene = dataclasses.replace(base, objects=objects)
+        members.append((render_scene(scene, image_size, rng), write_captions(scene, rng, 5)))
+    return members
 
 
-def load_pair_pool(
-    cache_dir: Path, seed: int, n_pairs: int, group_size: int, image_size: int, distinct: bool = False
-) -> PairPool:
-    """The pool of ``n_pairs`` pairs (rounded down to whole groups), rendered once and cached as ``.npz``.
-
-    ``distinct``: groups whose members never share a category (:func:`render_group`).
-    """
+def load_pair_pool(cache_dir: Path, seed: int, n_pairs: int, group_size: int, image_size: int) -> PairPool:
+    """The pool of ``n_pairs`` pairs (rounded down to whole groups), rendered once and cached as ``.npz``."""
     n_groups = max(1, n_pairs // group_size)
-    kind = "-distinct" if distinct else ""
-    stem = cache_dir / f"pairs-s{seed}-g{n_groups}x{group_size}{kind}-{image_size}px"
+    stem = cache_dir / f"pairs-s{seed}-g{n_groups}x{group_size}-{image_size}px"
     images_path, captions_path = stem.with_suffix(".npz"), stem.with_suffix(".json")
     if images_path.is_file() and captions_path.is_file():
         with np.load(images_path, allow_pickle=False) as data:
             images = data["images"]
         captions = json.loads(captions_path.read_text())
     else:
-        rendered = [
-            m
-            for g in tqdm(range(n_groups), desc="rendering the pair pool", unit="group")
-            for m in render_group(seed, g, group_size, image_size, distinct)
-        ]
+        rendered = [m for g in range(n_groups) for m in render_group(seed, g, group_size, image_size)]
         images = np.stack([m[0] for m in rendered])
         captions = [m[1] for m in rendered]
         cache_dir.mkdir(parents=True, exist_ok=True)

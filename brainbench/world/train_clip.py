@@ -193,7 +193,6 @@ def train_world_clip(
     init: Path | None = None,
     pool_pairs: int = 0,
     group_size: int = 1,
-    distinct_groups: bool = False,
     data_fraction: float = 1.0,
     minutes: float | None = None,
     eval_pairs: int = 500,
@@ -219,7 +218,6 @@ def train_world_clip(
         init: a trained world CLIP folder to start the image and text towers from (sha256-checked).
         pool_pairs: size of the fixed pair pool; 0 renders fresh scenes every step (v1).
         group_size: category-contrast group size of the pool (1 = independent scenes).
-        distinct_groups: no two members of a group share a category (so none is another's false negative).
         data_fraction: fraction of the pool's groups used (25 / 50 / 100 % ablations).
         minutes: wall-clock training budget (equal-budget ablations); the schedule follows elapsed time.
         eval_pairs: held-out pairs of the retrieval evaluation.
@@ -236,10 +234,8 @@ def train_world_clip(
         raise ValueError(f"objective must be 'clip' or 'mlip'; got {objective!r}")
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16'; got {precision!r}")
-    if pool_pairs <= 0 and (group_size != 1 or data_fraction != 1.0 or distinct_groups):
-        raise ValueError(
-            "--group-size, --distinct-groups and --data-fraction need a pair pool (--pool-pairs N)"
-        )
+    if pool_pairs <= 0 and (group_size != 1 or data_fraction != 1.0):
+        raise ValueError("--group-size and --data-fraction need a pair pool (--pool-pairs N)")
     cfg = (mlip or MLIPConfig()) if objective == "mlip" else None
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -258,9 +254,7 @@ def train_world_clip(
 
             cache_dir = default_home() / "cache" / "world-clip-pairs"
         t_pool = time.time()
-        pool = load_pair_pool(
-            cache_dir, TRAIN_SEED, pool_pairs, group_size, IMAGE_SIZE, distinct_groups
-        ).subset(data_fraction)
+        pool = load_pair_pool(cache_dir, TRAIN_SEED, pool_pairs, group_size, IMAGE_SIZE).subset(data_fraction)
         print(f"pair pool: {len(pool.captions)} pairs ({time.time() - t_pool:.0f}s)", flush=True)
     state_path = out / "train_state.pt"
     start, elapsed = 0, 0.0
@@ -332,7 +326,6 @@ def train_world_clip(
         pool_pairs=pool_pairs,
         pool_pairs_used=0 if pool is None else len(pool.captions),
         group_size=group_size,
-        distinct_groups=distinct_groups,
         data_fraction=data_fraction,
         minutes=minutes,
         precision=precision,
