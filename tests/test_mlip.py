@@ -159,6 +159,44 @@ def test_train_clip_mlip_runs_on_tiny_settings(tmp_path, monkeypatch):
     assert set(load_file(out / "mlip_frequency.safetensors")) >= {"embed.weight", "proj"}
 
 
+@pytest.mark.parametrize("objective", ["clip", "mlip"])
+def test_train_clip_in_bf16_checkpoints_under_a_time_budget_and_resumes(tmp_path, monkeypatch, objective):
+    from brainbench.world.train_clip import train_world_clip
+
+    monkeypatch.setenv("BRAINBENCH_HOME", str(tmp_path / "home"))
+    out = tmp_path / objective
+    common = dict(
+        batch_size=8,
+        warmup=1,
+        pool_pairs=16,
+        group_size=4,
+        eval_pairs=8,
+        eval_zero_shot=8,
+        minutes=10.0,
+        objective=objective,
+        mlip=MLIPConfig(token_batch=4),
+        precision="bf16",
+        checkpoint_every=2,
+    )
+    real_save = torch.save
+    saved_steps = []
+
+    def interrupt_after_first_checkpoint(obj, path, *args, **kwargs):
+        real_save(obj, path, *args, **kwargs)
+        saved_steps.append(obj["step"])
+        raise KeyboardInterrupt  # the run dies right after its first checkpoint
+
+    monkeypatch.setattr(torch, "save", interrupt_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train_world_clip(out, steps=4, **common)
+    assert saved_steps == [2] and (out / "train_state.pt").is_file()
+    monkeypatch.setattr(torch, "save", real_save)
+    card = train_world_clip(out, steps=4, **common)  # resumes at step 2 with the time already spent
+    assert card["steps"] == 4 and card["precision"] == "bf16"
+    assert not (out / "train_state.pt").exists()
+    assert all(np.isfinite(v) for v in card["held_out"].values())
+
+
 @pytest.mark.parametrize("tag", ["v2", "v2-mlip"])
 def test_shipped_v2_folders_load_through_the_backbone_registry(tag):
     from brainbench.backbones.openclip import load_backbone
