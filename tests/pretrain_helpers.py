@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
@@ -42,3 +45,12 @@ def quiet_trainer(name: str, max_epochs: int) -> L.Trainer:
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
+
+
+def assert_pretrained_once_then_reused(home: Path, file_name: str, rerun: Callable[[], object]) -> None:
+    """One cached pre-training file ``home/pretrained/*/file_name``, left untouched by ``rerun()``."""
+    cached = list((home / "pretrained").glob(f"*/{file_name}"))
+    assert len(cached) == 1
+    mtime = cached[0].stat().st_mtime
+    rerun()
+    assert cached[0].stat().st_mtime == mtime  # reused, not pre-trained again

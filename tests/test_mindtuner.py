@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from bench_helpers import tiny_config, tiny_request
-from pretrain_helpers import BatchDataModule, quiet_trainer
+from pretrain_helpers import BatchDataModule, assert_pretrained_once_then_reused, quiet_trainer
 from safetensors.torch import load_file
 
 from brainbench.errors import ConfigError
@@ -278,8 +278,4 @@ def test_tiny_world_end_to_end(tmp_path: Path) -> None:
     row, result = run_bench(request)
     b2t = [k for k in result.values if "b2t" in k or "text" in k]
     assert b2t and all(0 <= result.values[k] <= 1 for k in b2t if "top" in k)
-    cached = list((tmp_path / "home" / "pretrained").glob(f"*/{SHARED_FILE}"))
-    assert len(cached) == 1
-    mtime = cached[0].stat().st_mtime
-    run_bench(request)
-    assert cached[0].stat().st_mtime == mtime  # reused, not pre-trained again
+    assert_pretrained_once_then_reused(tmp_path / "home", SHARED_FILE, lambda: run_bench(request))

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from bench_helpers import tiny_config, tiny_request
-from pretrain_helpers import BatchDataModule, quiet_trainer
+from pretrain_helpers import BatchDataModule, assert_pretrained_once_then_reused, quiet_trainer
 
 from brainbench.errors import ConfigError
 from brainbench.methods import load_method_config
@@ -266,11 +266,7 @@ def test_tiny_world_end_to_end(tmp_path: Path) -> None:
     assert top1 and all(0 <= result.values[k] <= 1 for k in top1)
     prepared = tmp_path / "home" / "prepared"
     assert len(list(prepared.glob("*/subj0[12]/template.npz"))) == 2
-    cached = list((tmp_path / "home" / "pretrained").glob(f"*/{STAGES_FILE}"))
-    assert len(cached) == 1
-    mtime = cached[0].stat().st_mtime
-    run_bench(request)
-    assert cached[0].stat().st_mtime == mtime
+    assert_pretrained_once_then_reused(tmp_path / "home", STAGES_FILE, lambda: run_bench(request))
 
     from brainbench.world.config import get_world_config
     from brainbench.world.templates import alignment_report
